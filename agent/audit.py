@@ -1,0 +1,111 @@
+"""Append-only, hash-chained audit log of every action, one JSON object per line.
+
+Each record carries the SHA-256 of the previous record (`prev`) and its own
+`hash` over its canonical JSON, so editing, deleting or reordering any record
+breaks the chain from that point on; `verify` names the first broken record.
+The log is opened O_APPEND and each record is written with one write() and
+fsync'd before the action's result is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def _digest(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Broken:
+    line: int
+    reason: str
+
+
+def read(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """(line number, record or None when unparsable, raw line) for each line."""
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                record = None
+            yield number, record if isinstance(record, dict) else None, raw
+
+
+def verify(path: Path) -> tuple[int, Broken | None]:
+    """Check the whole chain; returns (records checked, first broken record or None)."""
+    prev, seq, count = GENESIS, 0, 0
+    for number, record, raw in read(path):
+        if record is None:
+            reason = "not a JSON object" if raw.endswith("\n") else "truncated record"
+            return count, Broken(number, reason)
+        if record.get("prev") != prev:
+            return count, Broken(number, "prev does not match the hash of the record before it")
+        if record.get("seq") != seq + 1:
+            return count, Broken(number, f"seq {record.get('seq')!r}, expected {seq + 1}")
+        if record.get("hash") != _digest(record):
+            return count, Broken(number, "hash does not match the record's content")
+        prev, seq, count = record["hash"], record["seq"], count + 1
+    return count, None
+
+
+class AuditLog:
+    """Writer side; thread-safe, so API handlers and recovery share one chain."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._prev, self._seq = GENESIS, 0
+        if path.exists():
+            for _, record, _ in read(path):
+                if record is not None and isinstance(record.get("hash"), str):
+                    self._prev, self._seq = record["hash"], int(record.get("seq", self._seq))
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def append(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        params: dict[str, Any],
+        result: dict[str, Any],
+    ) -> dict[str, Any]:
+        with self._lock:
+            record: dict[str, Any] = {
+                "seq": self._seq + 1,
+                "ts": round(time.time(), 6),
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "params": params,
+                "result": result,
+                "prev": self._prev,
+            }
+            record["hash"] = _digest(record)
+            line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+            os.write(self._fd, line.encode("utf-8"))
+            os.fsync(self._fd)
+            self._prev, self._seq = record["hash"], record["seq"]
+            return record
+
+    def tail(self, since: int = 0, limit: int = 200) -> list[dict[str, Any]]:
+        """Records with seq > since (the newest `limit` when since is 0)."""
+        records = [r for _, r, _ in read(self.path) if r is not None and r.get("seq", 0) > since]
+        return records[:limit] if since else records[-limit:]
+
+    def close(self) -> None:
+        os.close(self._fd)

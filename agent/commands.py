@@ -1,0 +1,124 @@
+"""Running configured commands: argv lists only, always with a timeout.
+
+Each command runs in its own session (process group), so that on timeout or
+agent shutdown the whole tree it spawned is ended, not only its first process.
+Output is bounded: a runaway command cannot fill the agent's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+OUTPUT_LIMIT = 16 * 1024
+KILL_GRACE = 2.0
+
+_running: set[asyncio.subprocess.Process] = set()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_code: int | None
+    output: str
+    duration: float
+    timed_out: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+    def summary(self) -> str:
+        if self.error:
+            return self.error
+        if self.timed_out:
+            return f"timed out after {self.duration:.1f}s; process group killed"
+        return f"exit {self.exit_code} in {self.duration:.2f}s"
+
+
+async def _read_bounded(stream: asyncio.StreamReader) -> bytes:
+    """Keep the last OUTPUT_LIMIT bytes; keep reading so the child never blocks on a full pipe."""
+    kept = b""
+    while chunk := await stream.read(65536):
+        kept = (kept + chunk)[-OUTPUT_LIMIT:]
+    return kept
+
+
+def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+async def _end_group(proc: asyncio.subprocess.Process) -> None:
+    _signal_group(proc, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), KILL_GRACE)
+    # Children that ignored SIGTERM, or the group's other members, go now.
+    _signal_group(proc, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), KILL_GRACE)
+
+
+async def run(
+    argv: list[str] | tuple[str, ...],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
+    """Run argv (no shell) with a timeout; never raises for the command's own failures."""
+    started = time.monotonic()
+    args = tuple(argv)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env} if env else None,
+        )
+    except OSError as exc:
+        return CommandResult(
+            args,
+            None,
+            "",
+            time.monotonic() - started,
+            error=f"cannot start {args[0]}: {exc.strerror}",
+        )
+    _running.add(proc)
+    assert proc.stdout is not None
+    reader = asyncio.ensure_future(_read_bounded(proc.stdout))
+    timed_out = False
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        timed_out = True
+        await _end_group(proc)
+    except asyncio.CancelledError:
+        await _end_group(proc)
+        reader.cancel()
+        raise
+    finally:
+        _running.discard(proc)
+    try:
+        output = await asyncio.wait_for(reader, KILL_GRACE)
+    except TimeoutError:
+        # A grandchild that left the group still holds the pipe; do not wait for it.
+        output = b""
+    return CommandResult(
+        args,
+        proc.returncode if not timed_out else None,
+        output.decode("utf-8", "replace"),
+        time.monotonic() - started,
+        timed_out=timed_out,
+    )
+
+
+async def end_all() -> None:
+    """End every command still running (agent shutdown)."""
+    await asyncio.gather(*(_end_group(p) for p in list(_running)), return_exceptions=True)

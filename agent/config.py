@@ -1,0 +1,508 @@
+"""The agent's configuration: YAML on disk, validated by the pydantic models here.
+
+Every problem is reported as one line naming the file, the dotted path of the
+field and what is wrong, so `hadeck-agent check-config` and a failed SIGHUP
+reload say exactly where to look. Unknown keys are errors: a typo such as
+`intervall:` must never be silently ignored on a production host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `500ms`, `5s`, `2m`, `1h`, `7d` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 5s, 500ms or 2m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 5s, 500ms or 2m, got {value!r}")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `10GiB`, `500MB` or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 10GiB or 500MB")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    raise ValueError(f"expected a size such as 10GiB or 500MB, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Argv = Annotated[list[str], Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Secret(Strict):
+    """A secret comes from a file or an environment variable, never inline."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Secret:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of `file` or `env`")
+        return self
+
+
+class AgentSection(Strict):
+    name: str = Field(default_factory=socket.gethostname)
+    state_dir: Path = Path("/var/lib/hadeck")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class ApiSection(Strict):
+    listen: str = "127.0.0.1:9440"
+    public_listen: str | None = None
+    token: Secret | None = None
+    request_timeout: Duration = 120.0
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        host, _ = _listen(value)
+        if host == "localhost":
+            return value
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            raise ValueError(f"expected an IP address, got {host!r}") from None
+        if not loopback:
+            raise ValueError(
+                f"the full API must listen on loopback only, got {host!r}; "
+                "use public_listen for the read-only endpoints"
+            )
+        return value
+
+    @field_validator("public_listen")
+    @classmethod
+    def _valid_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            _listen(value)
+        return value
+
+
+class FlapSection(Strict):
+    """Too many state changes within `window` mark a probe as flapping."""
+
+    window: Duration = 300.0
+    changes: int = Field(default=6, ge=2)
+
+
+class ProbeBase(Strict):
+    interval: Duration = 10.0
+    timeout: Duration = 5.0
+    jitter: Duration = 0.0
+    fall: int = Field(default=3, ge=1, le=100)
+    rise: int = Field(default=2, ge=1, le=100)
+    flap: FlapSection = FlapSection()
+
+    @model_validator(mode="after")
+    def _timing(self) -> ProbeBase:
+        if self.interval < 0.1:
+            raise ValueError("interval must be at least 100ms")
+        if self.timeout <= 0 or self.timeout > self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must be above 0 and at most the interval "
+                f"({self.interval:g}s), so a probe can never pile up behind itself"
+            )
+        if self.jitter >= self.interval:
+            raise ValueError("jitter must be smaller than the interval")
+        return self
+
+
+class HttpProbe(ProbeBase):
+    kind: Literal["http"]
+    url: str
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    body_regex: str | None = None
+    tls_verify: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("body_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+
+class TcpProbe(ProbeBase):
+    kind: Literal["tcp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class CommandProbe(ProbeBase):
+    kind: Literal["command"]
+    command: Argv
+    expect_exit: int = 0
+    stdout_regex: str | None = None
+
+    @field_validator("stdout_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+
+class ProcessProbe(ProbeBase):
+    kind: Literal["process"]
+    name: str | None = None
+    pidfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ProcessProbe:
+        if (self.name is None) == (self.pidfile is None):
+            raise ValueError("give exactly one of `name` or `pidfile`")
+        return self
+
+
+class DiskProbe(ProbeBase):
+    kind: Literal["disk"]
+    path: Path
+    min_free: Size | None = None
+    min_free_percent: float | None = Field(default=None, gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _threshold(self) -> DiskProbe:
+        if self.min_free is None and self.min_free_percent is None:
+            raise ValueError("give `min_free` (e.g. 5GiB) and/or `min_free_percent`")
+        return self
+
+
+class FileAgeProbe(ProbeBase):
+    kind: Literal["file_age"]
+    path: Path
+    max_age: Duration
+
+
+class SystemdProbe(ProbeBase):
+    kind: Literal["systemd"]
+    unit: str
+
+
+ProbeConfig = Annotated[
+    HttpProbe | TcpProbe | CommandProbe | ProcessProbe | DiskProbe | FileAgeProbe | SystemdProbe,
+    Field(discriminator="kind"),
+]
+
+
+class CommandStep(Strict):
+    command: Argv
+    timeout: Duration = 30.0
+
+
+class Runbook(Strict):
+    description: str = ""
+    steps: list[CommandStep] = Field(min_length=1)
+
+
+class Backoff(Strict):
+    initial: Duration = 5.0
+    max: Duration = 300.0
+    multiplier: float = Field(default=2.0, ge=1.0)
+
+
+class RecoveryPolicy(Strict):
+    """An ordered ladder of steps; after each, the probes must come back within `verify_window`.
+
+    A step is `restart` (the service's restart command) or the name of a runbook.
+    Beyond the last step, the last one is repeated until the attempt budget
+    (`max_attempts` within `window`) is spent; then the service is `gave_up`
+    until it comes back by itself or the window frees an attempt.
+    """
+
+    steps: list[str] = Field(default_factory=lambda: ["restart"], min_length=1)
+    verify_window: Duration = 30.0
+    backoff: Backoff = Backoff()
+    max_attempts: int = Field(default=5, ge=1)
+    window: Duration = 3600.0
+
+
+class Service(Strict):
+    probes: list[str] = Field(min_length=1)
+    depends_on: list[str] = Field(default_factory=list)
+    restart: CommandStep | None = None
+    recovery: RecoveryPolicy | None = None
+
+
+class ResourcesSection(Strict):
+    interval: Duration = 15.0
+    mounts: list[Path] | None = None
+
+
+class RetentionSection(Strict):
+    events: Duration = 30 * 86400.0
+    probe_results: Duration = 86400.0
+    max_events: int = Field(default=100_000, ge=100)
+    max_probe_results: int = Field(default=200_000, ge=1000)
+
+
+class AuditSection(Strict):
+    path: Path | None = None
+
+
+class AgentConfig(Strict):
+    agent: AgentSection = AgentSection()
+    api: ApiSection = ApiSection()
+    resources: ResourcesSection = ResourcesSection()
+    retention: RetentionSection = RetentionSection()
+    audit: AuditSection = AuditSection()
+    probes: dict[str, ProbeConfig] = Field(default_factory=dict)
+    services: dict[str, Service] = Field(default_factory=dict)
+    runbooks: dict[str, Runbook] = Field(default_factory=dict)
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path or self.agent.state_dir / "audit.jsonl"
+
+    @property
+    def token_source(self) -> Secret:
+        return self.api.token or Secret(file=self.agent.state_dir / "token")
+
+    @model_validator(mode="after")
+    def _references(self) -> AgentConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for section in ("probes", "services", "runbooks"):
+            for name in getattr(self, section):
+                if not _NAME.match(name):
+                    problems.append(
+                        ((section, name), "names use letters, digits, '.', '_' and '-' only")
+                    )
+        if "restart" in self.runbooks:
+            problems.append((("runbooks", "restart"), "'restart' is reserved for the restart step"))
+        for sname, svc in self.services.items():
+            for i, probe in enumerate(svc.probes):
+                if probe not in self.probes:
+                    problems.append(
+                        (("services", sname, "probes", i), _unknown("probe", probe, self.probes))
+                    )
+            for i, dep in enumerate(svc.depends_on):
+                if dep not in self.services or dep == sname:
+                    problems.append(
+                        (
+                            ("services", sname, "depends_on", i),
+                            _unknown("service", dep, self.services),
+                        )
+                    )
+            if svc.recovery is not None:
+                for i, step in enumerate(svc.recovery.steps):
+                    where = ("services", sname, "recovery", "steps", i)
+                    if step == "restart":
+                        if svc.restart is None:
+                            problems.append((where, "step 'restart' needs the service's `restart`"))
+                    elif step not in self.runbooks:
+                        problems.append((where, _unknown("runbook", step, self.runbooks)))
+        cycle = _find_cycle({n: s.depends_on for n, s in self.services.items()})
+        if cycle:
+            problems.append(
+                (("services", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
+            )
+        if problems:
+            raise _ReferenceErrors(problems)
+        return self
+
+
+class _ReferenceErrors(ValueError):
+    """Cross-field problems, each with its own path (pydantic would give them all one)."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(msg for _, msg in problems))
+        self.problems = problems
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+def _unknown(what: str, name: str, known: dict[str, Any]) -> str:
+    choices = ", ".join(sorted(known)) or "none"
+    return f"unknown {what} {name!r} (defined: {choices})"
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        if node in visiting:
+            return [*visiting[visiting.index(node) :], node]
+        if node in done or node not in graph:
+            return None
+        visiting.append(node)
+        for nxt in graph[node]:
+            if found := visit(nxt):
+                return found
+        visiting.pop()
+        done.add(node)
+        return None
+
+    for start in graph:
+        if found := visit(start):
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, printable as one line."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.file}: {self.path}: {self.message}"
+            if self.path
+            else f"{self.file}: {self.message}"
+        )
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+_PROBE_KINDS = {"http", "tcp", "command", "process", "disk", "file_age", "systemd"}
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    parts = list(loc)
+    # A discriminated union puts the chosen kind into the path (probes.web.http.url);
+    # operators wrote probes.web.url, so that is what we print.
+    if len(parts) > 2 and parts[0] == "probes" and parts[2] in _PROBE_KINDS:
+        del parts[2]
+    return ".".join(str(p) for p in parts if not str(p).startswith("function-"))
+
+
+def _message(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        kind_given = error["input"].get("kind") if isinstance(error["input"], dict) else None
+        return f"unknown kind {kind_given!r} (expected one of: {', '.join(sorted(_PROBE_KINDS))})"
+    if kind == "union_tag_not_found":
+        return "missing `kind` (one of: " + ", ".join(sorted(_PROBE_KINDS)) + ")"
+    msg = str(error["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def validate(data: Any, file: str) -> AgentConfig:
+    """Validate already-parsed YAML; raises ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(file, "", "the top level must be a mapping of sections")])
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems: list[Problem] = []
+        for error in exc.errors():
+            ctx_error = (error.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, _ReferenceErrors):
+                problems.extend(Problem(file, _dotted(loc), msg) for loc, msg in ctx_error.problems)
+            else:
+                problems.append(Problem(file, _dotted(tuple(error["loc"])), _message(error)))
+        raise ConfigError(problems) from None
+
+
+def load(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read, parse and validate a config file; every failure is a ConfigError."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(file, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(file, "", "not UTF-8 text")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(file, "", f"invalid YAML: {where}{problem}")]) from None
+    return validate(data, file)
+
+
+def read_secret(secret: Secret) -> str:
+    """The secret's value; raises OSError or KeyError with a message that names the source."""
+    if secret.env is not None:
+        value = os.environ.get(secret.env)
+        if not value:
+            raise KeyError(f"environment variable {secret.env} is not set")
+        return value.strip()
+    assert secret.file is not None
+    return secret.file.read_text(encoding="utf-8").strip()

@@ -1,0 +1,283 @@
+"""The running agent: one event loop, one scheduler, one store, one audit log, two listeners.
+
+SIGHUP reloads the config (validated first; on error the agent keeps running
+on the old one and says why). SIGTERM and SIGINT stop it cleanly: scheduling
+stops, running commands' process groups are ended, listeners close, and the
+store is closed after the last write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Generator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent import __version__, commands, config, resources
+from agent.actions import Actions
+from agent.api.app import build_api, build_public
+from agent.audit import AuditLog
+from agent.config import AgentConfig, ConfigError
+from agent.events import EventLog
+from agent.metrics import Metrics
+from agent.schema import Resources
+from agent.store import Store
+from agent.supervisor import Supervisor
+
+log = logging.getLogger("hadeck.agent")
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message says what to fix."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the agent owns SIGTERM and SIGHUP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _bind(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {address}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def load_token(cfg: AgentConfig) -> str:
+    """The API token; the default file is made on first start (0640, group hadeck if it exists)."""
+    source = cfg.token_source
+    if cfg.api.token is None and source.file is not None and not source.file.exists():
+        source.file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(source.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        with contextlib.suppress(KeyError, PermissionError):
+            os.chown(source.file, -1, grp.getgrnam("hadeck").gr_gid)
+        log.info("created API token file %s (mode 0640)", source.file)
+    try:
+        token = config.read_secret(source)
+    except (OSError, KeyError) as exc:
+        raise StartupError(f"cannot read the API token: {exc}") from None
+    if len(token) < 16:
+        raise StartupError("the API token is shorter than 16 characters")
+    return token
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, config_path: Path) -> None:
+        self.config, self.config_path = cfg, config_path
+        self.started_at = self.config_loaded_at = time.time()
+        self.resources: Resources = resources.EMPTY
+        self._stop = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _open(self) -> None:
+        cfg = self.config
+        try:
+            cfg.agent.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self.store = Store(cfg.agent.state_dir / "state.db")
+            self.audit = AuditLog(cfg.audit_path)
+        except OSError as exc:
+            raise StartupError(f"cannot open the state directory: {exc}") from None
+        self.token = load_token(cfg)
+        self.metrics = Metrics()
+        self.metrics.info.info({"version": __version__, "host": cfg.agent.name})
+        self.metrics.start_time.set(self.started_at)
+        self.events = EventLog(self.store, self.metrics)
+        self.supervisor = Supervisor(cfg, self.events, self.store, self.metrics, self.audit)
+        self.actions = Actions(self.supervisor, self.events, self.store, self.metrics, self.audit)
+
+    async def run(self) -> None:
+        self._open()
+        sockets = [_bind(self.config.api.listen)]
+        if self.config.api.public_listen:
+            sockets.append(_bind(self.config.api.public_listen))
+        apps = [build_api(self), build_public(self)]
+        servers = [
+            _Server(
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                    timeout_graceful_shutdown=5,
+                )
+            )
+            for app in apps[: len(sockets)]
+        ]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+
+        self.scheduler = AsyncIOScheduler(event_loop=loop)
+        self.scheduler.start()
+        self._schedule_probes()
+        self.scheduler.add_job(
+            self._sample_resources,
+            IntervalTrigger(seconds=self.config.resources.interval),
+            id="resources",
+            next_run_time=datetime.now(),
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self._prune,
+            IntervalTrigger(minutes=10),
+            id="prune",
+            next_run_time=datetime.now() + timedelta(seconds=30),
+            max_instances=1,
+            coalesce=True,
+        )
+        tasks = [
+            asyncio.create_task(s.serve(sockets=[sock]))
+            for s, sock in zip(servers, sockets, strict=True)
+        ]
+        self.supervisor.start()
+        self.events.emit(
+            "agent_started",
+            "info",
+            f"hadeck-agent {__version__} started on {self.config.agent.name}, "
+            f"API on {self.config.api.listen}",
+            evidence={"config": str(self.config_path), "pid": os.getpid()},
+        )
+        log.info(
+            "listening on %s",
+            ", ".join(s.getsockname()[0] + f":{s.getsockname()[1]}" for s in sockets),
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("stopping")
+            self.scheduler.shutdown(wait=False)
+            await self.supervisor.stop()
+            await commands.end_all()
+            for s in servers:
+                s.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.events.emit("agent_stopped", "info", "hadeck-agent stopped")
+            self.store.close()
+            self.audit.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- scheduled work ------------------------------------------------------
+
+    def _schedule_probes(self) -> None:
+        now = datetime.now()
+        for name, runner in self.supervisor.probes.items():
+            cfg = runner.cfg
+            self.scheduler.add_job(
+                runner.run,
+                IntervalTrigger(seconds=cfg.interval, jitter=cfg.jitter or None),
+                id=f"probe:{name}",
+                next_run_time=now + timedelta(seconds=random.uniform(0, cfg.jitter)),  # noqa: S311
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(cfg.interval)),
+            )
+
+    async def _sample_resources(self) -> None:
+        sample = await asyncio.to_thread(resources.sample, self.config.resources.mounts)
+        self.resources = sample
+        m = self.metrics
+        m.cpu.set(sample.cpu_ratio or 0.0)
+        m.load1.set(sample.load1 or 0.0)
+        m.mem_used.set(sample.memory_used_bytes or 0)
+        m.mem_total.set(sample.memory_total_bytes or 0)
+        for d in sample.disks:
+            m.disk_free.labels(d.mount).set(d.free_bytes)
+            m.disk_size.labels(d.mount).set(d.total_bytes)
+
+    async def _prune(self) -> None:
+        r = self.config.retention
+        await asyncio.to_thread(
+            self.store.prune, r.events, r.probe_results, r.max_events, r.max_probe_results
+        )
+
+    # -- reload --------------------------------------------------------------
+
+    async def reload(self) -> None:
+        try:
+            new = await asyncio.to_thread(config.load, self.config_path)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("rejected").inc()
+            self.events.emit(
+                "config_reload_rejected",
+                "warning",
+                f"reload of {self.config_path} rejected, still running the previous config: "
+                f"{len(exc.problems)} problem(s)",
+                evidence={"problems": [str(p) for p in exc.problems]},
+            )
+            for p in exc.problems:
+                log.error("reload rejected: %s", p)
+            return
+        old = self.config
+        needs_restart = [
+            section
+            for section in ("api", "agent", "audit")
+            if getattr(new, section) != getattr(old, section)
+        ]
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("probe:"):
+                job.remove()
+        previous = self.supervisor
+        await previous.stop()
+        self.metrics.clear_states()
+        self.config = new
+        self.supervisor = Supervisor(
+            new, self.events, self.store, self.metrics, self.audit, previous=previous
+        )
+        self.actions.supervisor = self.supervisor
+        self._schedule_probes()
+        self.supervisor.start()
+        self.config_loaded_at = time.time()
+        self.metrics.config_reloads.labels("applied").inc()
+        added = sorted(set(new.probes) - set(old.probes))
+        removed = sorted(set(old.probes) - set(new.probes))
+        changed = sorted(
+            n for n in set(new.probes) & set(old.probes) if new.probes[n] != old.probes[n]
+        )
+        self.events.emit(
+            "config_reloaded",
+            "info",
+            f"config reloaded: probes +{len(added)} -{len(removed)} ~{len(changed)}"
+            + (
+                f"; {', '.join(needs_restart)} changes take effect after a restart"
+                if needs_restart
+                else ""
+            ),
+            evidence={
+                "added": added,
+                "removed": removed,
+                "changed": changed,
+                "needs_restart": needs_restart,
+            },
+        )

@@ -1,0 +1,30 @@
+"""What every probe kind shares: one async check that returns a result, never raises.
+
+The runner (agent/probes/runner.py) enforces the timeout around `check`, so a
+kind only has to say what "healthy" means for its target.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a check found: healthy or not, and a one-line reason an operator can read."""
+
+    ok: bool
+    detail: str
+    available: bool = True  # False: this probe cannot run on this host (e.g. no systemd)
+
+
+class Probe(ABC):
+    kind: str
+
+    @abstractmethod
+    async def check(self) -> Outcome:
+        """Look at the target once. Exceptions are turned into failures by the runner."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the probe holds (connection pools)."""

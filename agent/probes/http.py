@@ -1,0 +1,54 @@
+"""HTTP(S) probe: method, URL, accepted statuses, optional body regex; TLS verified by default."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from agent.config import HttpProbe
+from agent.probes.base import Outcome, Probe
+
+BODY_LIMIT = 64 * 1024
+
+
+class HttpCheck(Probe):
+    kind = "http"
+
+    def __init__(self, cfg: HttpProbe) -> None:
+        self.cfg = cfg
+        self.body = re.compile(cfg.body_regex) if cfg.body_regex else None
+        # One client per probe: keep-alive to the target, but no connection pool shared
+        # with other probes, so a slow target cannot starve another probe of connections.
+        self.client = httpx.AsyncClient(
+            verify=cfg.tls_verify,
+            timeout=cfg.timeout,
+            follow_redirects=False,
+            headers={"User-Agent": "hadeck-agent", **cfg.headers},
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+
+    async def check(self) -> Outcome:
+        try:
+            async with self.client.stream(self.cfg.method, self.cfg.url) as response:
+                status = response.status_code
+                body = b""
+                if self.body is not None:
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) >= BODY_LIMIT:
+                            break
+        except httpx.HTTPError as exc:
+            return Outcome(
+                False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            )
+        if status not in self.cfg.expect_status:
+            return Outcome(False, f"HTTP {status}, expected {self.cfg.expect_status}")
+        if self.body is not None:
+            text = body[:BODY_LIMIT].decode("utf-8", "replace")
+            if not self.body.search(text):
+                return Outcome(False, f"HTTP {status}, body does not match {self.cfg.body_regex!r}")
+        return Outcome(True, f"HTTP {status}")
+
+    async def close(self) -> None:
+        await self.client.aclose()

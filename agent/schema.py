@@ -1,0 +1,169 @@
+"""The agent's wire format: every API payload is one of these models.
+
+This is the one place API payloads are defined; the console imports these
+models rather than guessing at JSON. Times are Unix seconds (floats, UTC).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ProbeStateName = Literal["up", "down", "unknown", "unavailable"]
+RecoveryStateName = Literal["idle", "recovering", "verifying", "backoff", "held", "gave_up"]
+Severity = Literal["info", "warning", "critical"]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProbeResult(Wire):
+    ts: float
+    ok: bool
+    latency_seconds: float
+    detail: str
+
+
+class ProbeStatus(Wire):
+    name: str
+    kind: str
+    state: ProbeStateName
+    since: float | None
+    flapping: bool
+    interval_seconds: float
+    fall: int
+    rise: int
+    consecutive_failures: int
+    consecutive_successes: int
+    services: list[str]
+    last: ProbeResult | None
+    recent: list[ProbeResult] = Field(
+        description="Recent results, oldest first (latency sparklines)."
+    )
+
+
+class RecoveryAttempt(Wire):
+    ts: float
+    step: str
+    result: str
+    detail: str
+    duration_seconds: float
+
+
+class RecoveryStatus(Wire):
+    state: RecoveryStateName
+    reason: str
+    attempts_in_window: int
+    max_attempts: int
+    window_seconds: float
+    next_attempt_at: float | None
+    steps: list[str]
+    history: list[RecoveryAttempt]
+
+
+class ServiceStatus(Wire):
+    name: str
+    state: ProbeStateName
+    since: float | None
+    flapping: bool
+    probes: list[str]
+    depends_on: list[str]
+    restartable: bool
+    recovery: RecoveryStatus | None
+
+
+class DiskUsage(Wire):
+    mount: str
+    total_bytes: int
+    free_bytes: int
+    used_ratio: float
+
+
+class Resources(Wire):
+    sampled_at: float | None
+    cpu_ratio: float | None
+    load1: float | None
+    memory_total_bytes: int | None
+    memory_used_bytes: int | None
+    memory_used_ratio: float | None
+    disks: list[DiskUsage]
+
+
+class Event(Wire):
+    id: int
+    ts: float
+    kind: str
+    severity: Severity
+    service: str | None
+    probe: str | None
+    message: str
+    evidence: dict[str, Any]
+
+
+class Runbook(Wire):
+    name: str
+    description: str
+    steps: list[list[str]]
+
+
+class HostStatus(Wire):
+    host: str
+    version: str
+    started_at: float
+    uptime_seconds: float
+    now: float
+    config_loaded_at: float
+    summary: dict[str, int] = Field(
+        description="Counts: services_up, services_down, probes_failing, flapping, gave_up."
+    )
+    services: list[ServiceStatus]
+    probes: list[ProbeStatus]
+    resources: Resources
+    problems: list[Event] = Field(description="Recent warning and critical events, newest last.")
+    runbooks: list[Runbook]
+
+
+class AuditRecord(Wire):
+    seq: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+    prev: str
+    hash: str
+
+
+class ActionRequest(Wire):
+    reason: str = Field(default="", max_length=500, description="Why, for the audit log.")
+
+
+class StepOutcome(Wire):
+    argv: list[str]
+    exit_code: int | None
+    timed_out: bool
+    duration_seconds: float
+    output: str = Field(description="The tail of the command's combined output.")
+
+
+class ActionResult(Wire):
+    ok: bool
+    action: str
+    target: str
+    actor: str
+    started_at: float
+    duration_seconds: float
+    message: str
+    steps: list[StepOutcome] = Field(default_factory=list)
+    probe: ProbeResult | None = None
+    audit_seq: int
+
+
+class Problem(Wire):
+    """Every 4xx answer: what is wrong, in a sentence."""
+
+    error: str
+    detail: Any = None

@@ -1,0 +1,223 @@
+"""The agent's state in SQLite (WAL): events, probe results, recovery attempts, actions.
+
+One file under the state directory, so history survives agent restarts and a
+crash mid-write leaves the database consistent (each write is one transaction).
+Retention is bounded by age and by row count, pruned periodically.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    service TEXT,
+    probe TEXT,
+    message TEXT NOT NULL,
+    evidence TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS probe_results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    probe TEXT NOT NULL,
+    ts REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    latency REAL NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS probe_results_probe_ts ON probe_results (probe, ts);
+CREATE TABLE IF NOT EXISTS recovery_attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    ts REAL NOT NULL,
+    step TEXT NOT NULL,
+    result TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    duration REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recovery_attempts_service_ts ON recovery_attempts (service, ts);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    duration REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    ts: float
+    kind: str
+    severity: str
+    service: str | None
+    probe: str | None
+    message: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: int
+    service: str
+    ts: float
+    step: str
+    result: str
+    detail: str
+    duration: float
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add_event(
+        self,
+        ts: float,
+        kind: str,
+        severity: str,
+        message: str,
+        service: str | None,
+        probe: str | None,
+        evidence: dict[str, Any],
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO events (ts, kind, severity, service, probe, message, evidence)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ts, kind, severity, service, probe, message, json.dumps(evidence, default=str)),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def events(
+        self, since: int = 0, limit: int = 200, min_severity: str | None = None
+    ) -> list[EventRow]:
+        """Events after id `since`; with since=0 the newest `limit`, in ascending id order."""
+        where, args = "id > ?", [since]
+        if min_severity == "warning":
+            where += " AND severity IN ('warning', 'critical')"
+        elif min_severity == "critical":
+            where += " AND severity = 'critical'"
+        order = "ASC" if since else "DESC"
+        rows = self.db.execute(
+            f"SELECT id, ts, kind, severity, service, probe, message, evidence FROM events"  # noqa: S608
+            f" WHERE {where} ORDER BY id {order} LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        if not since:
+            rows.reverse()
+        return [
+            EventRow(
+                id=r[0],
+                ts=r[1],
+                kind=r[2],
+                severity=r[3],
+                service=r[4],
+                probe=r[5],
+                message=r[6],
+                evidence=json.loads(r[7]),
+            )
+            for r in rows
+        ]
+
+    def add_probe_result(
+        self, probe: str, ts: float, ok: bool, latency: float, detail: str
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO probe_results (probe, ts, ok, latency, detail) VALUES (?, ?, ?, ?, ?)",
+            (probe, ts, int(ok), latency, detail),
+        )
+
+    def probe_results(self, probe: str, limit: int = 50) -> list[tuple[float, bool, float, str]]:
+        rows = self.db.execute(
+            "SELECT ts, ok, latency, detail FROM probe_results WHERE probe = ?"
+            " ORDER BY id DESC LIMIT ?",
+            (probe, limit),
+        ).fetchall()
+        return [(ts, bool(ok), lat, detail) for ts, ok, lat, detail in reversed(rows)]
+
+    def add_attempt(
+        self, service: str, ts: float, step: str, result: str, detail: str, duration: float
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO recovery_attempts (service, ts, step, result, detail, duration)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (service, ts, step, result, detail, duration),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_attempt(self, attempt_id: int, result: str, detail: str, duration: float) -> None:
+        self.db.execute(
+            "UPDATE recovery_attempts SET result = ?, detail = ?, duration = ? WHERE id = ?",
+            (result, detail, duration, attempt_id),
+        )
+
+    def attempts(self, service: str, since_ts: float = 0.0, limit: int = 50) -> list[AttemptRow]:
+        rows = self.db.execute(
+            "SELECT id, service, ts, step, result, detail, duration FROM recovery_attempts"
+            " WHERE service = ? AND ts >= ? ORDER BY id DESC LIMIT ?",
+            (service, since_ts, limit),
+        ).fetchall()
+        return [AttemptRow(*r) for r in reversed(rows)]
+
+    def add_action(
+        self,
+        ts: float,
+        actor: str,
+        action: str,
+        target: str,
+        ok: bool,
+        detail: str,
+        duration: float,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO actions (ts, actor, action, target, ok, detail, duration)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ts, actor, action, target, int(ok), detail, duration),
+        )
+
+    def prune(
+        self,
+        events_age: float,
+        results_age: float,
+        max_events: int,
+        max_results: int,
+        now: float | None = None,
+    ) -> None:
+        now = time.time() if now is None else now
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM events WHERE ts < ?", (now - events_age,))
+            self.db.execute(
+                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (max_events,)
+            )
+            self.db.execute("DELETE FROM probe_results WHERE ts < ?", (now - results_age,))
+            self.db.execute(
+                "DELETE FROM probe_results WHERE id <= (SELECT MAX(id) FROM probe_results) - ?",
+                (max_results,),
+            )
+            for table in ("recovery_attempts", "actions"):
+                self.db.execute(f"DELETE FROM {table} WHERE ts < ?", (now - events_age,))  # noqa: S608

@@ -1,0 +1,1 @@
+"""hadeck: the operations console (see issue 3; only its entry point exists so far)."""

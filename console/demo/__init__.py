@@ -1,0 +1,1 @@
+"""The local demo: a small HTTP service to supervise, and agents that supervise it."""

@@ -1,0 +1,269 @@
+"""The agent, as a real process, detects a killed service and brings it back, or gives up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from tests.support.agent import DemoService, http_probe, restartable
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_killed_service_is_detected_with_evidence_and_restarted(start_agent, demo_service):
+    agent = start_agent(
+        {
+            "probes": {"web": http_probe(demo_service)},
+            "services": {"web": restartable(demo_service, ["web"])},
+        }
+    )
+    wait_for(lambda: agent.service("web")["state"] == "up", 10, "web up")
+    old_pid = demo_service.kill()
+
+    down = agent.wait_event("service_down", service="web")
+    # The evidence says why: the failed results that crossed fall=2.
+    results = down["evidence"]["probes"]["web"]["results"]
+    assert len(results) == 2 and not any(r["ok"] for r in results)
+    assert "connect" in down["message"].lower()
+
+    agent.wait_event("recovery_recovered", service="web")
+    wait_for(
+        lambda: demo_service.alive() and demo_service.pid() != old_pid, 10, "a new service pid"
+    )
+    status = agent.service("web")
+    assert status["state"] == "up"
+    assert status["recovery"]["history"][-1]["result"] == "recovered"
+
+    # The automatic recovery is in the audit log, by the agent, with its command and result.
+    audit = agent.get("/api/v1/audit")
+    record = next(r for r in audit if r["action"] == "recovery")
+    assert record["actor"] == "hadeck-agent" and record["target"] == "web"
+    assert record["result"]["ok"] is True
+    assert record["params"] == {"attempt": 1, "step": "restart"}
+
+
+def test_gives_up_after_its_budget_and_resumes_when_service_returns(
+    start_agent, demo_service, tmp_path
+):
+    broken = {"command": ["false"], "timeout": "5s"}
+    agent = start_agent(
+        {
+            "probes": {"web": http_probe(demo_service)},
+            "services": {
+                "web": {
+                    "probes": ["web"],
+                    "restart": broken,
+                    "recovery": {
+                        "steps": ["restart"],
+                        "verify_window": "1s",
+                        "max_attempts": 3,
+                        "window": "1h",
+                        "backoff": {"initial": "100ms", "max": "200ms"},
+                    },
+                }
+            },
+        }
+    )
+    wait_for(lambda: agent.service("web")["state"] == "up", 10, "web up")
+    demo_service.kill()
+
+    gave_up = agent.wait_event("recovery_gave_up", service="web", timeout=20)
+    assert gave_up["severity"] == "critical"
+    assert len(agent.events("recovery_failed", service="web")) == 3
+    recovery = agent.service("web")["recovery"]
+    assert recovery["state"] == "gave_up"
+    assert recovery["attempts_in_window"] == 3
+    assert recovery["next_attempt_at"] is not None
+
+    # Not a dead end: once the service is back (an operator fixed it), the ladder re-arms.
+    demo_service.start()
+    wait_for(lambda: agent.service("web")["recovery"]["state"] == "idle", 10, "ladder idle")
+    assert agent.service("web")["state"] == "up"
+    assert len(agent.events("recovery_failed", service="web")) == 3
+
+
+def test_second_step_of_the_ladder_runs_when_the_first_does_not_help(start_agent, demo_service):
+    agent = start_agent(
+        {
+            "probes": {"web": http_probe(demo_service)},
+            "services": {
+                "web": {
+                    "probes": ["web"],
+                    "restart": {
+                        "command": ["true"],
+                        "timeout": "5s",
+                    },  # "succeeds" but changes nothing
+                    "recovery": {
+                        "steps": ["restart", "bring-back"],
+                        "verify_window": "1s",
+                        "backoff": {"initial": "100ms", "max": "200ms"},
+                    },
+                }
+            },
+            "runbooks": {
+                "bring-back": {
+                    "description": "start it for real",
+                    "steps": [{"command": demo_service.start_argv(), "timeout": "10s"}],
+                }
+            },
+        }
+    )
+    wait_for(lambda: agent.service("web")["state"] == "up", 10, "web up")
+    demo_service.kill()
+    recovered = agent.wait_event("recovery_recovered", service="web", timeout=20)
+    assert recovered["evidence"]["step"] == "bring-back"
+    failed = agent.events("recovery_failed", service="web")
+    assert [e["evidence"]["step"] for e in failed] == ["restart"]
+
+
+def test_dependent_is_not_restarted_while_its_dependency_is_down(start_agent, services, tmp_path):
+    db, app = DemoService(tmp_path), DemoService(tmp_path)
+    services.extend([db, app])
+    db.start()
+    app.start()
+    agent = start_agent(
+        {
+            "probes": {"db": http_probe(db), "app": http_probe(app)},
+            "services": {
+                # db has no recovery: it stays down until the test brings it back.
+                "db": {"probes": ["db"]},
+                "app": {**restartable(app, ["app"]), "depends_on": ["db"]},
+            },
+        }
+    )
+    wait_for(lambda: agent.service("app")["state"] == "up", 10, "app up")
+    db.kill()
+    agent.wait_event("service_down", service="db")
+    app.kill()
+    held = agent.wait_event("recovery_held", service="app")
+    assert "depends on db" in held["message"]
+    assert agent.service("app")["recovery"]["state"] == "held"
+    assert not agent.events("recovery_started", service="app")
+
+    db.start()
+    agent.wait_event("recovery_recovered", service="app", timeout=20)
+    assert agent.service("app")["state"] == "up"
+
+
+def test_flapping_service_is_marked_and_recovery_held(start_agent, demo_service):
+    agent = start_agent(
+        {
+            "probes": {
+                "web": http_probe(
+                    demo_service, fall=1, rise=1, flap={"window": "30s", "changes": 4}
+                )
+            },
+            "services": {
+                "web": restartable(
+                    demo_service,
+                    ["web"],
+                    verify_window="200ms",
+                    backoff={"initial": "5s", "max": "5s"},
+                )
+            },
+        }
+    )
+    wait_for(lambda: agent.service("web")["state"] == "up", 10, "web up")
+    # Make the service fail and heal in turns, as a flapping service does.
+    for i in range(3):
+        demo_service.fail_file.write_text("x")
+        agent.wait_event("probe_down", probe="web") if i == 0 else wait_for(
+            lambda n=i: len(agent.events("probe_down", probe="web")) > n, 10, "down again"
+        )
+        demo_service.fail_file.unlink()
+        wait_for(lambda n=i: len(agent.events("probe_up", probe="web")) > n, 10, "up again")
+        if agent.events("probe_flapping", probe="web"):
+            break
+    flapping = agent.wait_event("probe_flapping", probe="web")
+    assert flapping["severity"] == "warning"
+    probe = next(p for p in agent.get("/api/v1/probes") if p["name"] == "web")
+    assert probe["flapping"] is True
+    demo_service.fail_file.write_text("x")
+    held = agent.wait_event("recovery_held", service="web")
+    assert "flapping" in held["message"]
+    metrics = agent.text("/metrics")
+    assert 'hadeck_probe_flapping{probe="web"} 1.0' in metrics
+    assert 'hadeck_recovery_state{service="web",state="held"} 1.0' in metrics
+
+
+def test_agent_restart_keeps_events_and_recovery_budget(start_agent, demo_service, agents):
+    agent = start_agent(
+        {
+            "probes": {"web": http_probe(demo_service)},
+            "services": {"web": restartable(demo_service, ["web"])},
+        }
+    )
+    wait_for(lambda: agent.service("web")["state"] == "up", 10, "web up")
+    demo_service.kill()
+    agent.wait_event("recovery_recovered", service="web")
+    before = agent.events()
+    assert agent.stop() == 0
+
+    agent.start()
+    after = agent.events()
+    ids = {e["id"] for e in after}
+    assert {e["id"] for e in before} <= ids, "events from before the restart are kept"
+    assert agent.events("agent_stopped") and len(agent.events("agent_started")) == 2
+    assert agent.service("web")["recovery"]["attempts_in_window"] == 1
+    assert agent.service("web")["recovery"]["history"][-1]["result"] == "recovered"
+
+
+def test_sigterm_ends_running_commands_and_exits_cleanly(start_agent, tmp_path):
+    marker = tmp_path / "child.pid"
+    agent = start_agent(
+        {
+            "runbooks": {
+                "slow": {
+                    "steps": [
+                        {
+                            "command": ["sh", "-c", f"echo $$ > {marker}; exec sleep 300"],
+                            "timeout": "10m",
+                        }
+                    ]
+                }
+            },
+        }
+    )
+    t = threading.Thread(target=lambda: agent.post("/api/v1/runbooks/slow/run"), daemon=True)
+    t.start()
+    pid = int(wait_for(lambda: marker.exists() and marker.read_text().strip(), 10, "child pid"))
+    assert agent.stop() == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "Traceback" not in agent.log()
+
+
+def test_sighup_applies_a_valid_config_and_keeps_the_old_on_error(start_agent, demo_service):
+    agent = start_agent({"probes": {"web": http_probe(demo_service)}})
+    wait_for(lambda: agent.get("/api/v1/probes"), 10, "probes listed")
+
+    agent.config["probes"]["tcp"] = {
+        "kind": "tcp",
+        "host": "127.0.0.1",
+        "port": demo_service.port,
+        "interval": "1s",
+        "timeout": "500ms",
+    }
+    agent.write_config()
+    agent.signal(signal.SIGHUP)
+    agent.wait_event("config_reloaded")
+    wait_for(
+        lambda: {p["name"] for p in agent.get("/api/v1/probes")} == {"web", "tcp"},
+        10,
+        "new probe after reload",
+    )
+
+    agent.config["probes"]["tcp"]["port"] = 70000
+    agent.config["probes"]["typo"] = {"kind": "tcp", "hots": "x", "port": 1}
+    agent.write_config()
+    agent.signal(signal.SIGHUP)
+    rejected = agent.wait_event("config_reload_rejected")
+    problems = rejected["evidence"]["problems"]
+    assert any("probes.tcp.port" in p for p in problems)
+    assert any("probes.typo.hots: unknown key" in p for p in problems)
+    assert {p["name"] for p in agent.get("/api/v1/probes")} == {"web", "tcp"}
+    assert agent.proc is not None and agent.proc.poll() is None
