@@ -72,8 +72,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _problem(status: int, message: str, detail: Any = None) -> JSONResponse:
-    return JSONResponse(Problem(error=message, detail=detail).model_dump(), status_code=status)
+def _problem(
+    status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        Problem(error=message, detail=detail).model_dump(), status_code=status, headers=headers
+    )
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -96,7 +100,8 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return _problem(exc.status_code, str(exc.detail))
+        # Keep the framework's headers (Allow on 405, WWW-Authenticate).
+        return _problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 def operator(

@@ -1,0 +1,224 @@
+"""check-config: a valid file exits 0; each class of mistake gives one clear line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load, parse_duration, parse_size
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def check(tmp_path: Path, text: str) -> tuple[int, list[str]]:
+    f = tmp_path / "agent.yaml"
+    f.write_text(textwrap.dedent(text))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    lines = proc.stdout.splitlines()
+    if proc.returncode == 2:
+        # The contract: every line names the file first.
+        assert all(line.startswith(f"{f}: ") for line in lines), lines
+    return proc.returncode, [line.removeprefix(f"{f}: ") for line in lines]
+
+
+def test_example_config_is_valid():
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", "deploy/agent.example.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok" in proc.stdout
+
+
+def test_minimal_config_is_valid(tmp_path):
+    code, lines = check(
+        tmp_path,
+        """
+        probes:
+          web: {kind: tcp, host: 127.0.0.1, port: 80}
+        """,
+    )
+    assert code == 0, lines
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("agent:\n  nmae: x\n", "agent.nmae: unknown key"),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 1, intervall: 5s}\n",
+            "probes.w.intervall: unknown key",
+        ),
+        ("probes:\n  w: {kind: tcp, port: 1}\n", "probes.w.host: required field is missing"),
+        ("probes:\n  w: {kind: tcpp}\n", "probes.w: unknown kind 'tcpp'"),
+        ("probes:\n  w: {host: h}\n", "probes.w: missing `kind`"),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 99999}\n",
+            "probes.w.port: Input should be less than or equal to 65535",
+        ),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 1, interval: soon}\n",
+            "probes.w.interval: expected a duration",
+        ),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 1, interval: 1s, timeout: 5s}\n",
+            "probes.w: timeout (5s) must be above 0 and at most the interval (1s)",
+        ),
+        (
+            "probes:\n  w: {kind: http, url: 'ftp://x'}\n",
+            "probes.w.url: expected an http:// or https:// URL",
+        ),
+        (
+            "probes:\n  w: {kind: command, command: []}\n",
+            "probes.w.command: List should have at least 1 item",
+        ),
+        (
+            "probes:\n  w: {kind: command, command: [x], stdout_regex: '(('}\n",
+            "probes.w.stdout_regex: invalid regular expression",
+        ),
+        ("probes:\n  w: {kind: process}\n", "probes.w: give exactly one of `name` or `pidfile`"),
+        ("probes:\n  w: {kind: disk, path: /}\n", "probes.w: give `min_free`"),
+        (
+            "probes:\n  w: {kind: disk, path: /, min_free: lots}\n",
+            "probes.w.min_free: expected a size",
+        ),
+        ("api:\n  listen: 0.0.0.0:9440\n", "api.listen: the full API must listen on loopback only"),
+        ("api:\n  token: {file: /x, env: Y}\n", "api.token: give exactly one of `file` or `env`"),
+        (
+            "services:\n  s: {probes: [nope]}\n",
+            "services.s.probes.0: unknown probe 'nope' (defined: none)",
+        ),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  s: {probes: [w], depends_on: [db]}\n",
+            "services.s.depends_on.0: unknown service 'db' (defined: s)",
+        ),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  s: {probes: [w], recovery: {steps: [restart]}}\n",
+            "services.s.recovery.steps.0: step 'restart' needs the service's `restart`",
+        ),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  s: {probes: [w], recovery: {steps: [fixit]}}\n",
+            "services.s.recovery.steps.0: unknown runbook 'fixit'",
+        ),
+        (
+            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  a: {probes: [w], depends_on: [b]}\n  b: {probes: [w], depends_on: [a]}\n",
+            "dependency cycle: a -> b -> a",
+        ),
+        (
+            "runbooks:\n  r: {steps: [{command: 'rm -rf /tmp/x'}]}\n",
+            "runbooks.r.steps.0.command: Input should be a valid list",
+        ),
+        ("probes: [1, 2]\n", "probes: Input should be a valid dictionary"),
+        ("- just\n- a list\n", "the top level must be a mapping of sections"),
+        ("probes:\n  w: {kind: tcp\n", "invalid YAML: line"),
+    ],
+)
+def test_each_mistake_gives_one_clear_line(tmp_path, text, expected):
+    code, lines = check(tmp_path, text)
+    assert code == 2
+    assert any(expected in line for line in lines), lines
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    code, lines = check(
+        tmp_path,
+        """
+        agent: {nmae: x}
+        api: {listen: "10.0.0.1:1"}
+        probes:
+          a: {kind: tcp, host: h}
+        """,
+    )
+    assert code == 2
+    assert len(lines) == 3, lines
+
+
+def test_unreadable_file_is_named(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'missing.yaml'}: cannot read" in proc.stdout
+
+
+def test_json_output_lists_problems(tmp_path):
+    f = tmp_path / "a.yaml"
+    f.write_text("agent: {nmae: x}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", "--json", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert '"path": "agent.nmae"' in proc.stdout
+
+
+def test_run_refuses_an_invalid_config_before_starting(tmp_path):
+    f = tmp_path / "a.yaml"
+    f.write_text("probes: {w: {kind: nope}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "probes.w: unknown kind 'nope'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("5s", 5), ("2m", 120), ("1h", 3600), ("7d", 604800), (3, 3), ("1.5s", 1.5)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("10GiB", 10 * 2**30), ("500MB", 500 * 10**6), (1024, 1024), ("1KiB", 1024)]
+)
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+def test_secret_from_environment_is_not_inline(tmp_path, monkeypatch):
+    from agent.config import read_secret
+
+    f = tmp_path / "a.yaml"
+    f.write_text("api: {token: {env: HADECK_TEST_TOKEN}}\n")
+    cfg = load(f)
+    assert cfg.api.token is not None
+    monkeypatch.setenv("HADECK_TEST_TOKEN", "s3cret-s3cret-s3cret")
+    assert read_secret(cfg.api.token) == "s3cret-s3cret-s3cret"
+    monkeypatch.delenv("HADECK_TEST_TOKEN")
+    with pytest.raises(KeyError, match="HADECK_TEST_TOKEN is not set"):
+        read_secret(cfg.api.token)
+
+
+def test_config_error_carries_structured_problems(tmp_path):
+    f = tmp_path / "a.yaml"
+    f.write_text("agent: {nmae: x}\n")
+    with pytest.raises(ConfigError) as err:
+        load(f)
+    (problem,) = err.value.problems
+    assert (problem.file, problem.path, problem.message) == (str(f), "agent.nmae", "unknown key")
