@@ -1,19 +1,41 @@
-"""Entry point of the `hadeck` console.
+"""Entry point of `hadeck`, the operations console.
 
-The console itself is a later capability; until it lands, the command says so
-plainly instead of pretending, and points at the agent, which already works.
+The Textual console is the next capability (issue 3); today `hadeck demo`
+starts the local demo fleet and shows it as a refreshing text view.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
+from pathlib import Path
+
+from console.demo import fleet
 
 
 def main(argv: list[str] | None = None) -> int:
-    print(
-        "hadeck: the console is not built yet. The agent is: "
-        "`hadeck-agent run --config deploy/agent.example.yaml`",
-        file=sys.stderr,
+    p = argparse.ArgumentParser(
+        prog="hadeck", description=__doc__.splitlines()[0] if __doc__ else ""
     )
-    return 1
+    sub = p.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="start a local fleet of agents on loopback and watch it")
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"where configs, state and logs go (default {fleet.default_dir()})",
+    )
+    demo.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="stop by itself after this long (default: until Ctrl-C)",
+    )
+    args = p.parse_args(argv)
+    if args.command == "demo":
+        return fleet.main(args.dir or fleet.default_dir(), args.seconds)
+    print("hadeck: the interactive console is not built yet; try `hadeck demo`.", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def demo_service(tmp_path: Path, services: list[DemoService]) -> DemoService:
 
 
 @pytest.fixture
-def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
-    """Agent processes a test starts; each is stopped afterwards, its log shown on failure."""
+def agents(tmp_path: Path, services: list[DemoService]) -> Iterator[list[AgentProcess]]:
+    """Agent processes a test starts; killed afterwards, before the services (which the
+    agents would otherwise restart as they are torn down)."""
     started: list[AgentProcess] = []
     yield started
     for agent in started:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -73,7 +74,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _problem(
-    status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None
+    status: int, message: str, detail: Any = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
         Problem(error=message, detail=detail).model_dump(), status_code=status, headers=headers

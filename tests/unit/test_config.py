@@ -12,6 +12,7 @@ import pytest
 from agent.config import ConfigError, load, parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
+W = "probes:\n  w: {kind: tcp, host: h, port: 1}\n"
 
 
 def check(tmp_path: Path, text: str) -> tuple[int, list[str]]:
@@ -102,19 +103,20 @@ def test_minimal_config_is_valid(tmp_path):
             "services.s.probes.0: unknown probe 'nope' (defined: none)",
         ),
         (
-            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  s: {probes: [w], depends_on: [db]}\n",
+            W + "services:\n  s: {probes: [w], depends_on: [db]}\n",
             "services.s.depends_on.0: unknown service 'db' (defined: s)",
         ),
         (
-            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  s: {probes: [w], recovery: {steps: [restart]}}\n",
+            W + "services:\n  s: {probes: [w], recovery: {steps: [restart]}}\n",
             "services.s.recovery.steps.0: step 'restart' needs the service's `restart`",
         ),
         (
-            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  s: {probes: [w], recovery: {steps: [fixit]}}\n",
+            W + "services:\n  s: {probes: [w], recovery: {steps: [fixit]}}\n",
             "services.s.recovery.steps.0: unknown runbook 'fixit'",
         ),
         (
-            "probes:\n  w: {kind: tcp, host: h, port: 1}\nservices:\n  a: {probes: [w], depends_on: [b]}\n  b: {probes: [w], depends_on: [a]}\n",
+            W
+            + "services:\n  a: {probes: [w], depends_on: [b]}\n  b: {probes: [w], depends_on: [a]}\n",
             "dependency cycle: a -> b -> a",
         ),
         (
