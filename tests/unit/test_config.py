@@ -116,7 +116,8 @@ def test_minimal_config_is_valid(tmp_path):
         ),
         (
             W
-            + "services:\n  a: {probes: [w], depends_on: [b]}\n  b: {probes: [w], depends_on: [a]}\n",
+            + "services:\n  a: {probes: [w], depends_on: [b]}\n"
+            + "  b: {probes: [w], depends_on: [a]}\n",
             "dependency cycle: a -> b -> a",
         ),
         (
