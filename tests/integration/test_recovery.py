@@ -267,3 +267,36 @@ def test_sighup_applies_a_valid_config_and_keeps_the_old_on_error(start_agent, d
     assert any("probes.typo.hots: unknown key" in p for p in problems)
     assert {p["name"] for p in agent.get("/api/v1/probes")} == {"web", "tcp"}
     assert agent.proc is not None and agent.proc.poll() is None
+
+
+def test_a_hung_probe_never_delays_the_others(start_agent, demo_service):
+    agent = start_agent(
+        {
+            "probes": {
+                "hung": {
+                    "kind": "command",
+                    "command": ["sleep", "60"],
+                    "interval": "1s",
+                    "timeout": "900ms",
+                    "fall": 1,
+                },
+                "fast": http_probe(demo_service, interval="200ms", timeout="150ms"),
+            },
+        }
+    )
+    agent.wait_event("probe_down", probe="hung")
+
+    def fast_runs() -> float:
+        for line in agent.text("/metrics").splitlines():
+            if line.startswith(
+                'hadeck_probe_runs_total{kind="http",probe="fast",result="success"}'
+            ):
+                return float(line.split()[-1])
+        return 0.0
+
+    # While the hung probe keeps timing out, the fast one keeps its own pace: 10 more runs
+    # at 200 ms take 2 s; a fast probe stuck behind the 900 ms one could not do it in 4.
+    start = fast_runs()
+    wait_for(lambda: fast_runs() >= start + 10, 4, "10 more runs of the fast probe")
+    hung = next(p for p in agent.get("/api/v1/probes") if p["name"] == "hung")
+    assert "timed out" in hung["last"]["detail"]
