@@ -62,6 +62,12 @@ def verify(path: Path) -> tuple[int, Broken | None]:
     return count, None
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
 class AuditLog:
     """Writer side; thread-safe, so API handlers and recovery share one chain."""
 
@@ -75,6 +81,10 @@ class AuditLog:
                 if record is not None and isinstance(record.get("hash"), str):
                     self._prev, self._seq = record["hash"], int(record.get("seq", self._seq))
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        if path.stat().st_size and not _ends_with_newline(path):
+            # A crash cut the last record short. End that line so new records stay whole;
+            # `verify` will name the cut record, which is the truth.
+            os.write(self._fd, b"\n")
 
     def append(
         self,

@@ -111,7 +111,6 @@ class ApiSection(Strict):
     listen: str = "127.0.0.1:9440"
     public_listen: str | None = None
     token: Secret | None = None
-    request_timeout: Duration = 120.0
 
     @field_validator("listen")
     @classmethod

@@ -89,6 +89,11 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        # An attempt still `running` was cut short by a crash or kill of the agent.
+        self.db.execute(
+            "UPDATE recovery_attempts SET result = 'interrupted',"
+            " detail = 'the agent stopped during this attempt' WHERE result = 'running'"
+        )
 
     def close(self) -> None:
         self.db.close()

@@ -94,3 +94,15 @@ def test_log_file_is_not_world_readable(tmp_path):
     log = tmp_path / "audit.jsonl"
     write_log(log, 1)
     assert log.stat().st_mode & 0o007 == 0
+
+
+def test_a_record_cut_by_a_crash_stays_visible_and_new_records_stay_whole(tmp_path):
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 2)
+    with log.open("a") as fh:
+        fh.write('{"seq": 3, "actor": "ali')  # the agent died mid-write
+    write_log(log, 1)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[3])["target"] == "svc0"
+    count, broken = verify(log)
+    assert count == 2 and broken is not None and broken.line == 3
