@@ -29,6 +29,7 @@ class ProbeResult(Wire):
 class ProbeStatus(Wire):
     name: str
     kind: str
+    target: str = Field(description="What the probe checks, e.g. `GET https://x/health`.")
     state: ProbeStateName
     since: float | None
     flapping: bool
@@ -71,6 +72,9 @@ class ServiceStatus(Wire):
     probes: list[str]
     depends_on: list[str]
     restartable: bool
+    restart_command: list[str] | None = Field(
+        description="The argv a restart runs (shown in the console's confirmation)."
+    )
     recovery: RecoveryStatus | None
 
 

@@ -50,7 +50,9 @@ def wait_for(
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise BenchmarkError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+            raise BenchmarkError(
+                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
+            )
         time.sleep(interval)
 
 
@@ -282,9 +284,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
 
-    return "\n".join(
-        [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-    )
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def machine() -> dict[str, Any]:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
 from _harness import (
     Agent,
     BenchmarkError,
@@ -44,14 +43,17 @@ MB = 1_000_000
 RSS_TARGET_MB = 60.0
 CPU_TARGET_PERCENT = 1.0
 PROBES = 50
-INTERVAL = "5s"
+INTERVAL, JITTER = 5.0, 1.0
+# APScheduler adds uniform(0, jitter) to each period (it does not centre it), so a probe
+# runs on average every interval + jitter/2 seconds.
+EXPECTED_RUNS_PER_SECOND = PROBES / (INTERVAL + JITTER / 2)
 # 50 probes of mixed kinds: how many of each.
 MIX = {"http": 15, "tcp": 10, "command": 8, "process": 7, "disk": 5, "file_age": 5}
 assert sum(MIX.values()) == PROBES
 
 
 def build_config(services: list[DemoService], heartbeat: Path) -> dict[str, Any]:
-    timing = {"interval": INTERVAL, "timeout": "2s", "jitter": "1s"}
+    timing = {"interval": f"{INTERVAL:g}s", "timeout": "2s", "jitter": f"{JITTER:g}s"}
     probes: dict[str, dict[str, Any]] = {}
     members: dict[str, list[str]] = {f"web{i}": [] for i in range(len(services))}
     members["host"] = []
@@ -141,9 +143,7 @@ def measure(seconds: float) -> dict[str, Any]:
         runs_after = metric_sum(agent.text("/metrics"), "hadeck_probe_runs_total")
         failures = metric_sum(
             "\n".join(
-                line
-                for line in agent.text("/metrics").splitlines()
-                if 'result="failure"' in line
+                line for line in agent.text("/metrics").splitlines() if 'result="failure"' in line
             ),
             "hadeck_probe_runs_total",
         )
@@ -180,12 +180,13 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
     cpu_ok = r["cpu_percent"] <= CPU_TARGET_PERCENT
     print(
         f"footprint: {r['probes']} probes "
-        f"({', '.join(f'{n} {k}' for k, n in r['mix'].items())}) every {INTERVAL}, "
+        f"({', '.join(f'{n} {k}' for k, n in r['mix'].items())}) "
+        f"every {INTERVAL:g} s (jitter {JITTER:g} s), "
         f"{r['window_seconds']:.1f} s window after a {r['warmup_seconds']:.1f} s warm-up"
     )
     print(
         f"probe runs in the window: {r['probe_runs']} "
-        f"({r['probe_runs_per_second']:.2f}/s, expected {PROBES / 5:.0f}/s); "
+        f"({r['probe_runs_per_second']:.2f}/s, expected ~{EXPECTED_RUNS_PER_SECOND:.2f}/s); "
         f"failed runs since start: {r['probe_failures_total']}"
     )
     print()
@@ -229,9 +230,7 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--seconds", type=float, default=60.0, help="observation window (default 60)"
-    )
+    p.add_argument("--seconds", type=float, default=60.0, help="observation window (default 60)")
     args = p.parse_args()
     if args.seconds <= 0:
         p.error("--seconds must be positive")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import shlex
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol
@@ -20,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent import __version__
+from agent import __version__, config
 from agent.actions import Actions, Refused
 from agent.audit import AuditLog
 from agent.config import AgentConfig
@@ -40,6 +41,8 @@ from agent.schema import (
 from agent.store import EventRow, Store
 from agent.supervisor import Supervisor
 
+#: SQLite's largest integer: a bigger cursor is a client's mistake (422), not a crash (500).
+MAX_ID = 2**63 - 1
 ACTOR = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 NAME = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
@@ -139,6 +142,24 @@ def event_model(row: EventRow) -> Event:
     )
 
 
+def probe_target(cfg: config.ProbeConfig) -> str:
+    """One line an operator recognises; never the headers, which may carry credentials."""
+    match cfg:
+        case config.HttpProbe():
+            return f"{cfg.method} {cfg.url}"
+        case config.TcpProbe():
+            return f"{cfg.host}:{cfg.port}"
+        case config.CommandProbe():
+            return shlex.join(cfg.command)
+        case config.ProcessProbe():
+            return f"pidfile {cfg.pidfile}" if cfg.pidfile else f"process {cfg.name}"
+        case config.DiskProbe() | config.FileAgeProbe():
+            return str(cfg.path)
+        case config.SystemdProbe():
+            return f"unit {cfg.unit}"
+    return cfg.kind
+
+
 def probe_status(agent: AgentView) -> list[ProbeStatus]:
     out = []
     for name, r in agent.supervisor.probes.items():
@@ -148,6 +169,7 @@ def probe_status(agent: AgentView) -> list[ProbeStatus]:
             ProbeStatus(
                 name=name,
                 kind=r.cfg.kind,
+                target=probe_target(r.cfg),
                 state=d.state.value,
                 since=d.since,
                 flapping=d.flapping,
@@ -174,6 +196,7 @@ def service_status(agent: AgentView) -> list[ServiceStatus]:
             probes=list(s.cfg.probes),
             depends_on=list(s.cfg.depends_on),
             restartable=s.cfg.restart is not None,
+            restart_command=list(s.cfg.restart.command) if s.cfg.restart is not None else None,
             recovery=s.ladder.status() if s.ladder is not None else None,
         )
         for name, s in agent.supervisor.services.items()
@@ -263,7 +286,9 @@ def build_api(agent: AgentView) -> FastAPI:
 
     @app.get("/api/v1/events", response_model=list[Event])
     async def events(
-        since: Annotated[int, Query(ge=0, description="Return events with id > since.")] = 0,
+        since: Annotated[
+            int, Query(ge=0, le=MAX_ID, description="Return events with id > since.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
         severity: Literal["info", "warning", "critical"] | None = None,
     ) -> list[Event]:
@@ -272,7 +297,9 @@ def build_api(agent: AgentView) -> FastAPI:
 
     @app.get("/api/v1/audit", response_model=list[AuditRecord])
     async def audit(
-        since: Annotated[int, Query(ge=0, description="Return records with seq > since.")] = 0,
+        since: Annotated[
+            int, Query(ge=0, le=MAX_ID, description="Return records with seq > since.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[AuditRecord]:
         return [AuditRecord.model_validate(r) for r in agent.audit.tail(since, limit)]

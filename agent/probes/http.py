@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import ssl
 
 import httpx
 
@@ -10,6 +12,18 @@ from agent.config import HttpProbe
 from agent.probes.base import Outcome, Probe
 
 BODY_LIMIT = 64 * 1024
+
+
+@functools.cache
+def _tls(verify: bool) -> ssl.SSLContext:
+    """One TLS context per verify mode for all probes: each context loads the CA bundle
+    (about a megabyte), and a host with dozens of HTTP probes must not pay that per probe."""
+    if verify:
+        return ssl.create_default_context()
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class HttpCheck(Probe):
@@ -21,7 +35,7 @@ class HttpCheck(Probe):
         # One client per probe: keep-alive to the target, but no connection pool shared
         # with other probes, so a slow target cannot starve another probe of connections.
         self.client = httpx.AsyncClient(
-            verify=cfg.tls_verify,
+            verify=_tls(cfg.tls_verify),
             timeout=cfg.timeout,
             follow_redirects=False,
             headers={"User-Agent": "hadeck-agent", **cfg.headers},

@@ -2,8 +2,8 @@
 
 Everything runs as child processes under one demo directory, with generated
 configs and state; every process started here is stopped on exit, also on
-Ctrl-C or SIGTERM. Until the console lands, the fleet is shown as a plain
-text view that refreshes every second.
+Ctrl-C, SIGTERM or SIGHUP. The console opens on a generated inventory of the
+three local agents, so the demo is the product, not a mock of it.
 """
 
 from __future__ import annotations
@@ -177,39 +177,38 @@ def stop(hosts: list[DemoHost]) -> None:
         _kill_service(host)
 
 
-def _render(hosts: list[DemoHost], seen: dict[str, int]) -> list[str]:
-    lines = [f"{'HOST':8} {'SERVICE':8} {'STATE':8} {'RECOVERY':10} {'ATTEMPTS':8} LAST PROBE"]
-    news: list[str] = []
-    for host in hosts:
-        try:
-            status = httpx.get(host.url + "/api/v1/status", timeout=2).json()
-            events = httpx.get(
-                host.url + "/api/v1/events", params={"since": seen.get(host.name, 0)}, timeout=2
-            ).json()
-        except (httpx.HTTPError, ValueError):
-            lines.append(f"{host.name:8} {'-':8} {'stale':8} agent not answering")
-            continue
-        probes = {p["name"]: p for p in status["probes"]}
-        for svc in status["services"]:
-            rec = svc["recovery"] or {}
-            last = probes[svc["probes"][0]]["last"] or {}
-            lines.append(
-                f"{host.name:8} {svc['name']:8} {svc['state']:8} "
-                f"{rec.get('state', '-'):10} {rec.get('attempts_in_window', 0):>8} "
-                f"{last.get('detail', '')[:50]}"
-            )
-        for e in events:
-            seen[host.name] = max(seen.get(host.name, 0), e["id"])
-            stamp = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
-            news.append(f"{stamp} {host.name} {e['severity']:8} {e['message'][:110]}")
-    return [*lines, "", *news]
+def inventory(hosts: list[DemoHost]) -> dict[str, Any]:
+    return {
+        "environment": "demo",
+        "polling": {"interval": "1s", "timeout": "2s", "stale_after": "5s"},
+        "hosts": {
+            h.name: {
+                "labels": {"role": "web", "site": "local"},
+                "local": {"url": h.url, "token_file": str(h.dir / "state" / "token")},
+            }
+            for h in hosts
+        },
+    }
+
+
+def guide(hosts: list[DemoHost]) -> str:
+    return (
+        "Break something and watch hadeck detect and recover it (in another terminal):\n"
+        f"  kill $(cat {hosts[0].pidfile})   # {hosts[0].name}'s web service dies\n"
+        f"  touch {hosts[1].fail_file}   # {hosts[1].name}'s health check fails (503)\n"
+        "Enter opens a host, r restarts a service, ? lists every key, q quits and stops the demo."
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(root: Path, seconds: float | None) -> int:
+def main(root: Path, *, read_only: bool = False, theme: str | None = None) -> int:
+    from console import inventory as inventory_file
+    from console.app import HadeckApp
+    from console.connect import build
+
     root.mkdir(parents=True, exist_ok=True)
     hosts: list[DemoHost] = []
     # SIGTERM and SIGHUP (the terminal went away) end the demo like Ctrl-C does.
@@ -218,38 +217,24 @@ def main(root: Path, seconds: float | None) -> int:
     try:
         print(f"starting {len(HOSTS)} agents under {root} ...", flush=True)
         hosts = start(root)
-        h = hosts[0]
-        guide = (
-            "ready: " + ", ".join(f"{x.name} {x.url}" for x in hosts) + "\n\n"
-            "Break something and watch the agent detect and recover it:\n"
-            f"  kill $(cat {h.pidfile})    # the service dies\n"
-            f"  touch {hosts[1].fail_file}    # its health check fails (503)\n"
-            f"Audit log: {h.dir / 'state' / 'audit.jsonl'}\n"
-            f"  (check it: hadeck-agent audit verify FILE)    Ctrl-C stops the demo.\n"
+        inv_path = root / "inventory.yaml"
+        inv_path.write_text(yaml.safe_dump(inventory(hosts), sort_keys=False))
+        inv = inventory_file.load(inv_path)
+        model, clients = build(inv)
+        app = HadeckApp(
+            model,
+            clients,
+            environment=inv.environment,
+            read_only=read_only,
+            theme=theme,
+            poll_interval=inv.polling.interval,
+            notice=guide(hosts),
+            handle_hangup=True,
         )
-        print(guide, flush=True)
-        seen: dict[str, int] = {}
-        deadline = time.monotonic() + seconds if seconds else None
-        tty = sys.stdout.isatty()
-        history: list[str] = []
-        while deadline is None or time.monotonic() < deadline:
-            table = _render(hosts, seen)
-            split = table.index("")
-            history = (history + table[split + 1 :])[-15:]
-            if tty:
-                print(
-                    "\033[H\033[J"
-                    + guide
-                    + "\n"
-                    + "\n".join(table[:split])
-                    + "\n\nrecent events:\n"
-                    + "\n".join(history),
-                    flush=True,
-                )
-            else:
-                for line in table[split + 1 :]:
-                    print(line, flush=True)
-            time.sleep(1)
+        app.run()
+        print("Every action and recovery is in the audit logs; check them with:")
+        for h in hosts:
+            print(f"  hadeck-agent audit verify {h.dir / 'state' / 'audit.jsonl'}")
     except KeyboardInterrupt:
         pass
     finally:

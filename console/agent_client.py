@@ -1,0 +1,90 @@
+"""Typed calls to one agent's API over whichever transport reaches it.
+
+Blocking, like the transports: the console runs these in worker threads. Every
+answer is parsed into the agent's own wire models (agent/schema.py), so a
+mismatch between console and agent versions is an error that names the
+endpoint, not a KeyError three screens later.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from agent.schema import ActionResult, AuditRecord, Event, HostStatus
+from console.transport import Transport, TransportError
+
+M = TypeVar("M")
+
+
+class AgentRefused(Exception):
+    """The agent answered, but said no (4xx); the message is the agent's own."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AgentClient:
+    def __init__(self, transport: Transport, timeout: float = 5.0) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self._token: str | None = None
+        self._token_lock = threading.Lock()
+
+    def _get(self, path: str, adapter: TypeAdapter[M], **params: Any) -> M:
+        query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        r = self.transport.request(
+            "GET", f"{path}?{query}" if query else path, timeout=self.timeout
+        )
+        if r.status != 200:
+            raise TransportError(f"GET {path}: HTTP {r.status}: {_error_text(r.json_or_text())}")
+        try:
+            return adapter.validate_json(r.body)
+        except ValidationError as exc:
+            raise TransportError(
+                f"GET {path}: the agent's answer does not match this console's version "
+                f"({exc.error_count()} problems, first: {exc.errors()[0]['msg']})"
+            ) from None
+
+    def status(self) -> HostStatus:
+        return self._get("/api/v1/status", _HOST)
+
+    def events(self, since: int | None = None, limit: int = 200) -> list[Event]:
+        return self._get("/api/v1/events", _EVENTS, since=since, limit=limit)
+
+    def audit(self, limit: int = 200) -> list[AuditRecord]:
+        return self._get("/api/v1/audit", _AUDIT, limit=limit)
+
+    def token(self) -> str:
+        with self._token_lock:
+            if self._token is None:
+                self._token = self.transport.read_token(self.timeout)
+            return self._token
+
+    def act(self, path: str, actor: str, reason: str, timeout: float) -> ActionResult:
+        """POST a mutating action; the agent audits it with `actor` (the operator)."""
+        headers = {"Authorization": f"Bearer {self.token()}", "X-Hadeck-Actor": actor}
+        r = self.transport.request(
+            "POST", path, body={"reason": reason}, headers=headers, timeout=timeout
+        )
+        if r.status == 401:
+            with self._token_lock:
+                self._token = None  # rotated on the host: read it afresh next time
+        if r.status >= 400:
+            raise AgentRefused(r.status, _error_text(r.json_or_text()))
+        return _RESULT.validate_json(r.body)
+
+
+def _error_text(payload: Any) -> str:
+    if isinstance(payload, dict) and "error" in payload:
+        return str(payload["error"])
+    return str(payload)[:200]
+
+
+_HOST: TypeAdapter[HostStatus] = TypeAdapter(HostStatus)
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_AUDIT: TypeAdapter[list[AuditRecord]] = TypeAdapter(list[AuditRecord])
+_RESULT: TypeAdapter[ActionResult] = TypeAdapter(ActionResult)

@@ -1,0 +1,250 @@
+"""The fleet as the console knows it: what each agent last said, and how fresh that is.
+
+Pure data, no Textual: the screens render it, the poller feeds it, tests and
+the benchmark drive it directly. The console never computes health itself; a
+host's health is what its agent reported, and the only judgement made here is
+about the connection (live, stale, down), which only the console can see.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.schema import AuditRecord, Event, HostStatus
+
+Connection = Literal["connecting", "live", "stale", "down"]
+Health = Literal["ok", "degraded", "down", "unknown"]
+#: Severity order for colouring and sorting: higher is worse.
+RANK = {"ok": 0, "unknown": 1, "degraded": 2, "stale": 3, "down": 4}
+MAX_EVENTS = 5000
+
+
+@dataclass
+class HostState:
+    name: str
+    labels: dict[str, str]
+    via: str
+    status: HostStatus | None = None
+    last_seen: float | None = None
+    error: str | None = None
+    error_since: float | None = None
+    events_cursor: int | None = None
+
+    def connection(self, now: float, stale_after: float) -> Connection:
+        if self.error is not None:
+            # Never answered, or not answering for long: down. Recently answered: stale.
+            if self.last_seen is None or now - self.last_seen > 3 * stale_after:
+                return "down"
+            return "stale"
+        if self.last_seen is None:
+            return "connecting"
+        return "stale" if now - self.last_seen > stale_after else "live"
+
+    def health(self) -> Health:
+        if self.status is None:
+            return "unknown"
+        s = self.status.summary
+        if s.get("services_down", 0) > 0:
+            return "down"
+        if any(s.get(k, 0) > 0 for k in ("probes_failing", "flapping", "gave_up")):
+            return "degraded"
+        return "ok"
+
+    def badge(self, now: float, stale_after: float) -> str:
+        """`live`, `stale 42s`, `down 3m`: what the operator needs to trust the row."""
+        conn = self.connection(now, stale_after)
+        if conn == "live" or conn == "connecting":
+            return conn
+        since = (self.last_seen if conn == "stale" else self.error_since) or now
+        return f"{conn} {age(now - since)}"
+
+
+def age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 90:
+        return f"{s}s"
+    if s < 90 * 60:
+        return f"{s // 60}m"
+    if s < 48 * 3600:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+@dataclass(frozen=True)
+class FleetRow:
+    """One fleet-table row, already in display form; `key` stays the host name."""
+
+    key: str
+    status: str
+    services: str
+    failing: str
+    roles: str
+    cpu: str
+    memory: str
+    disk: str
+    seen: str
+    #: What colours the row: ok, unknown, degraded, stale, down.
+    severity: str
+    #: Raw values to sort by, per column.
+    sort: tuple[object, ...]
+
+
+COLUMNS = ("host", "status", "services", "failing", "roles", "cpu", "memory", "disk", "seen")
+#: Columns where the worst or biggest first is what an operator wants by default.
+DESCENDING = frozenset({"status", "services", "failing", "cpu", "memory", "disk"})
+
+
+def _pct(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.0f}%"
+
+
+@dataclass
+class FleetModel:
+    stale_after: float = 10.0
+    hosts: dict[str, HostState] = field(default_factory=dict)
+    events: deque[tuple[str, Event]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+    audit: dict[str, list[AuditRecord]] = field(default_factory=dict)
+
+    def add_host(self, name: str, labels: dict[str, str], via: str) -> None:
+        self.hosts[name] = HostState(name, dict(labels), via)
+
+    # -- inputs (called on the UI thread with what a worker fetched) ---------
+
+    def polled(self, name: str, status: HostStatus, events: Iterable[Event], now: float) -> None:
+        h = self.hosts[name]
+        h.status, h.last_seen, h.error, h.error_since = status, now, None, None
+        for e in events:
+            if h.events_cursor is None or e.id > h.events_cursor:
+                self.events.append((name, e))
+                h.events_cursor = e.id
+
+    def failed(self, name: str, error: str, now: float) -> None:
+        h = self.hosts[name]
+        if h.error is None:
+            h.error_since = now
+        h.error = error
+
+    # -- views ---------------------------------------------------------------
+
+    def row(self, h: HostState, now: float) -> FleetRow:
+        conn = h.connection(now, self.stale_after)
+        health = h.health()
+        severity = conn if conn in ("stale", "down") else health
+        st = h.status
+        roles = ",".join(v for k, v in sorted(h.labels.items()) if k == "role")
+        if st is None:
+            return FleetRow(
+                h.name,
+                conn if conn != "live" else health,
+                "-",
+                "-",
+                roles,
+                "-",
+                "-",
+                "-",
+                h.badge(now, self.stale_after),
+                severity,
+                (h.name, RANK[severity], 0, 0, roles, -1.0, -1.0, -1.0, h.last_seen or 0.0),
+            )
+        up = st.summary.get("services_up", 0)
+        down = st.summary.get("services_down", 0)
+        failing = [p.name for p in st.probes if p.state == "down"]
+        res = st.resources
+        fullest = max((d.used_ratio for d in res.disks), default=None)
+        status = health if conn == "live" else conn
+        return FleetRow(
+            h.name,
+            status,
+            f"{up}/{len(st.services)} up" + (f", {down} down" if down else ""),
+            ", ".join(failing[:3]) + (f" +{len(failing) - 3}" if len(failing) > 3 else "") or "-",
+            roles,
+            _pct(res.cpu_ratio),
+            _pct(res.memory_used_ratio),
+            _pct(fullest),
+            h.badge(now, self.stale_after),
+            severity,
+            (
+                h.name,
+                RANK[severity],
+                down,
+                len(failing),
+                roles,
+                res.cpu_ratio or 0.0,
+                res.memory_used_ratio or 0.0,
+                fullest or 0.0,
+                h.last_seen or 0.0,
+            ),
+        )
+
+    def rows(
+        self,
+        now: float | None = None,
+        *,
+        sort: str = "status",
+        reverse: bool | None = None,
+        query: str = "",
+    ) -> list[FleetRow]:
+        """Filtered and sorted rows. Status sorts worst first; everything else ascending."""
+        now = time.time() if now is None else now
+        match = compile_filter(query)
+        rows = [r for h in self.hosts.values() if match(h, (r := self.row(h, now)))]
+        col = COLUMNS.index(sort)
+        if reverse is None:
+            reverse = sort in DESCENDING
+        rows.sort(key=lambda r: r.key)
+        rows.sort(key=lambda r: r.sort[col], reverse=reverse)  # type: ignore[arg-type,return-value]
+        return rows
+
+    def counts(self, now: float | None = None) -> dict[str, int]:
+        now = time.time() if now is None else now
+        out = {k: 0 for k in RANK}
+        for h in self.hosts.values():
+            out[self.row(h, now).severity] += 1
+        return out
+
+    def merged_events(
+        self, host: str = "", service: str = "", severity: str = ""
+    ) -> list[tuple[str, Event]]:
+        """The fleet's events on one timeline, newest first."""
+        order = {"info": 0, "warning": 1, "critical": 2}
+        floor = order.get(severity, 0)
+        picked = [
+            (h, e)
+            for h, e in self.events
+            if (not host or h == host)
+            and (not service or e.service == service)
+            and order[e.severity] >= floor
+        ]
+        picked.sort(key=lambda he: he[1].ts, reverse=True)
+        return picked
+
+    def merged_audit(self) -> list[tuple[str, AuditRecord]]:
+        out = [(h, r) for h, recs in self.audit.items() for r in recs]
+        out.sort(key=lambda hr: hr[1].ts, reverse=True)
+        return out
+
+
+def compile_filter(query: str) -> Callable[[HostState, FleetRow], bool]:
+    """`/` filter: every word must match. `key=value` matches a label, `status:down` (or a
+    bare status word) the row's status, anything else a substring of the host name."""
+    words = query.lower().split()
+    statuses = {"ok", "degraded", "down", "stale", "unknown", "live", "connecting"}
+
+    def match(h: HostState, row: FleetRow) -> bool:
+        for w in words:
+            if "=" in w:
+                k, _, v = w.partition("=")
+                if h.labels.get(k, "").lower() != v:
+                    return False
+            elif w.startswith("status:") or w in statuses:
+                if w.removeprefix("status:") not in (row.status, row.severity):
+                    return False
+            elif w not in h.name.lower():
+                return False
+        return True
+
+    return match

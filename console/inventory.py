@@ -1,0 +1,128 @@
+"""The inventory: which hosts the console shows and how it reaches each one's agent.
+
+YAML, validated like the agent config (same error lines: file, dotted field,
+message; unknown keys are errors), because an operator who mistypes a key at
+3 a.m. must be told, not shown an empty fleet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.config import ConfigError, Duration, Problem
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEFAULT_TOKEN_FILE = Path("/var/lib/hadeck/token")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Jump(Strict):
+    """A jump host (like `ssh -J`); its key is checked against the same known_hosts."""
+
+    address: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    key_file: Path | None = None
+
+
+class SshTarget(Strict):
+    address: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    #: None means: keys from ssh-agent and the usual ~/.ssh/id_* files.
+    key_file: Path | None = None
+    jump: Jump | None = None
+    known_hosts: Path | None = None
+    token_file: Path = DEFAULT_TOKEN_FILE
+
+
+class LocalTarget(Strict):
+    url: str
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _http(self) -> LocalTarget:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return self
+
+
+class Host(Strict):
+    labels: dict[str, str] = {}
+    agent_port: int = Field(default=9440, ge=1, le=65535)
+    ssh: SshTarget | None = None
+    local: LocalTarget | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Host:
+        if (self.ssh is None) == (self.local is None):
+            raise ValueError("give exactly one of `ssh` or `local`")
+        return self
+
+
+class Polling(Strict):
+    interval: Duration = 2.0
+    timeout: Duration = 5.0
+    #: A host not heard from for this long is shown as stale.
+    stale_after: Duration = 10.0
+    #: How many hosts are polled at once.
+    concurrency: int = Field(default=16, ge=1, le=256)
+
+
+class Inventory(Strict):
+    #: Shown in the header in the warning colour, e.g. "production".
+    environment: str | None = None
+    polling: Polling = Polling()
+    hosts: dict[str, Host] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self) -> Inventory:
+        bad = [n for n in self.hosts if not _NAME.match(n)]
+        if bad:
+            raise ValueError(f"host names must be letters, digits, '.', '_', '-': {bad[0]!r}")
+        return self
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def validate(data: Any, file: str) -> Inventory:
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(file, "", "the top level must be a mapping with `hosts`")])
+    try:
+        return Inventory.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            kind = error["type"]
+            msg = {"extra_forbidden": "unknown key", "missing": "required field is missing"}.get(
+                kind, str(error["msg"]).removeprefix("Value error, ")
+            )
+            problems.append(Problem(file, _dotted(tuple(error["loc"])), msg))
+        raise ConfigError(problems) from None
+
+
+def load(path: str | os.PathLike[str]) -> Inventory:
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(file, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(file, "", f"invalid YAML: {where}{problem}")]) from None
+    return validate(data, file)

@@ -1,0 +1,1 @@
+"""Reusable widgets: the title bar, the confirmation dialog, the command line."""
