@@ -477,6 +477,27 @@ def validate(data: Any, file: str) -> AgentConfig:
         raise ConfigError(problems) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice is an error: with plain YAML the last one
+    wins silently, and two probes with the same name would quietly become one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML as config files need it: safe types only, duplicate keys refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load(path: str | os.PathLike[str]) -> AgentConfig:
     """Read, parse and validate a config file; every failure is a ConfigError."""
     file = str(path)
@@ -487,7 +508,7 @@ def load(path: str | os.PathLike[str]) -> AgentConfig:
     except UnicodeDecodeError:
         raise ConfigError([Problem(file, "", "not UTF-8 text")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -90,6 +90,8 @@ class Supervisor:
                     store,
                     metrics,
                     audit,
+                    # A reload must not announce (and audit) a give-up that was already raised.
+                    gave_up_announced=_gave_up(previous, name),
                 )
             self.services[name] = svc
         for svc in self.services.values():
@@ -173,3 +175,8 @@ class Supervisor:
         )
         for runner in self.probes.values():
             await runner.close()
+
+
+def _gave_up(previous: Supervisor | None, service: str) -> bool:
+    old = previous.services.get(service) if previous is not None else None
+    return old is not None and old.ladder is not None and old.ladder.gave_up_announced

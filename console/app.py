@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
@@ -46,6 +47,7 @@ class HadeckApp(App[None]):
     CSS_PATH = "styles/console.tcss"
     MODES: ClassVar = {"fleet": FleetScreen, "events": EventsScreen, "audit": AuditScreen}
     DEFAULT_MODE = "fleet"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     COMMANDS = App.COMMANDS | {HadeckCommands}
     BINDINGS = [
         Binding("question_mark", "help", "Keys", id="app.help"),
@@ -71,6 +73,7 @@ class HadeckApp(App[None]):
         concurrency: int = 16,
         notice: str | None = None,
         handle_hangup: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.model = model
@@ -81,7 +84,9 @@ class HadeckApp(App[None]):
         self.notice = notice
         self.handle_hangup = handle_hangup
         self.keymap_overrides = keymap or {}
-        self.poller = FleetPoller(clients, poll_interval, concurrency, self.deliver)
+        #: Every "now" the console shows comes from here (tests pin it for snapshots).
+        self.clock = clock
+        self.poller = FleetPoller(clients, poll_interval, concurrency, self.deliver, clock)
         self.outcomes: list[Outcome] = []
         self.audit_errors: dict[str, str] = {}
         self.history: list[str] = []
@@ -133,7 +138,7 @@ class HadeckApp(App[None]):
         # Redraw every second even without news: ages ("stale 42s") move on their own.
         self._dirty = False
         screen = self.screen
-        if isinstance(screen, HadeckScreen):
+        if isinstance(screen, HadeckScreen) and screen.is_mounted:
             screen.refresh_view()
 
     def action_poll_now(self) -> None:
@@ -208,8 +213,7 @@ class HadeckApp(App[None]):
         elif word in ("events", "ev", "e"):
             self.switch_mode("events")
             if rest and isinstance(self.screen, EventsScreen):
-                self.screen.query_text = rest
-                self.screen.refresh_view()
+                self.screen.set_query(rest)
         elif word in ("audit", "a"):
             self.switch_mode("audit")
         elif word in ("host", "h"):
@@ -285,4 +289,4 @@ def known_binding_ids() -> set[str]:
     return ids
 
 
-__all__ = ["HadeckApp", "default_keymap_path", "known_binding_ids", "time"]
+__all__ = ["HadeckApp", "default_keymap_path", "known_binding_ids"]

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.config import ConfigError, Duration, Problem
+from agent.config import ConfigError, Duration, Problem, parse_yaml
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_TOKEN_FILE = Path("/var/lib/hadeck/token")
@@ -119,7 +119,7 @@ def load(path: str | os.PathLike[str]) -> Inventory:
     except OSError as exc:
         raise ConfigError([Problem(file, "", f"cannot read: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

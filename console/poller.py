@@ -37,10 +37,12 @@ class FleetPoller:
         interval: float,
         concurrency: int,
         deliver: Callable[[Polled], None],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.clients = clients
         self.interval = interval
         self.deliver = deliver
+        self.clock = clock
         self.cursors: dict[str, int | None] = dict.fromkeys(clients)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll")
         self._wake: dict[str, asyncio.Event] = {}
@@ -53,12 +55,12 @@ class FleetPoller:
             cursor = self.cursors[host]
             events = client.events(since=cursor, limit=200 if cursor is not None else 50)
         except TransportError as exc:
-            return Polled(host, time.time(), error=str(exc))
+            return Polled(host, self.clock(), error=str(exc))
         except Exception as exc:  # a bug must show on the row, not kill the host's loop
-            return Polled(host, time.time(), error=f"{type(exc).__name__}: {exc}")
+            return Polled(host, self.clock(), error=f"{type(exc).__name__}: {exc}")
         if events:
             self.cursors[host] = events[-1].id
-        return Polled(host, time.time(), status=status, events=events)
+        return Polled(host, self.clock(), status=status, events=events)
 
     def poll_now(self, host: str | None = None) -> None:
         """Cut the wait short (after an action, or on the operator's refresh key)."""

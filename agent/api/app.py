@@ -14,6 +14,7 @@ import shlex
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -146,7 +147,10 @@ def probe_target(cfg: config.ProbeConfig) -> str:
     """One line an operator recognises; never the headers, which may carry credentials."""
     match cfg:
         case config.HttpProbe():
-            return f"{cfg.method} {cfg.url}"
+            url = urlsplit(cfg.url)
+            if url.username or url.password:  # credentials in the URL stay on the host
+                url = url._replace(netloc=url.netloc.rpartition("@")[2])
+            return f"{cfg.method} {urlunsplit(url)}"
         case config.TcpProbe():
             return f"{cfg.host}:{cfg.port}"
         case config.CommandProbe():

@@ -79,9 +79,12 @@ class ProbeRunner:
                 return sample
             self.store.add_probe_result(self.name, ts, sample.ok, sample.latency, sample.detail)
             self.metrics.probe_duration.labels(self.name, self.cfg.kind).observe(sample.latency)
-            self.metrics.probe_runs.labels(
-                self.name, self.cfg.kind, "success" if sample.ok else "failure"
-            ).inc()
+            # A probe that cannot run here (systemd in a container) is not a failing service:
+            # counting it as one would fire every failure-rate alert.
+            result = (
+                "unavailable" if not sample.available else "success" if sample.ok else "failure"
+            )
+            self.metrics.probe_runs.labels(self.name, self.cfg.kind, result).inc()
             change = self.detector.observe(sample)
             if change is not None:
                 self._report(change)

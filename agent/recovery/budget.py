@@ -39,7 +39,9 @@ class AttemptBudget:
         return cls(policy.max_attempts, policy.window, sorted(times))
 
     def _prune(self, now: float) -> None:
-        self.times = [t for t in self.times if t > now - self.window]
+        # `t + window > now`, the same sum frees_at returns: written as `t > now - window`,
+        # float rounding could keep an attempt whose freeing time is already `now`.
+        self.times = [t for t in self.times if t + self.window > now]
 
     def used(self, now: float) -> int:
         self._prune(now)

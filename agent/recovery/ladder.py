@@ -49,8 +49,11 @@ class RecoveryLadder:
         store: Store,
         metrics: Metrics,
         audit: AuditLog,
+        gave_up_announced: bool = False,
     ) -> None:
         self.service, self.policy, self.view = service, policy, view
+        #: A give-up event is out and the service has not come back since; survives a reload.
+        self.gave_up_announced = gave_up_announced
         self.events, self.store, self.metrics, self.audit = events, store, metrics, audit
         since = time.time() - policy.window
         self.budget = AttemptBudget.of(policy, (a.ts for a in store.attempts(service, since, 1000)))
@@ -91,7 +94,8 @@ class RecoveryLadder:
 
     async def _episode(self) -> None:
         attempt = 0
-        announced: str | None = None  # the last hold/give-up already raised as an event
+        # The last hold/give-up already raised as an event (by this ladder, or before a reload).
+        announced: str | None = "gave_up" if self.gave_up_announced else None
         try:
             while not self.view.is_up():
                 now = time.time()
@@ -135,6 +139,7 @@ class RecoveryLadder:
                         attempt -= 1
                         continue
                 await self._attempt(attempt)
+            self.gave_up_announced = False  # it is back: a later give-up is news again
         finally:
             self._set("idle", "")
 
@@ -209,6 +214,7 @@ class RecoveryLadder:
         )
 
     def _gave_up(self, frees: float) -> None:
+        self.gave_up_announced = True
         self.events.emit(
             "recovery_gave_up",
             "critical",

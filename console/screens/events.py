@@ -107,6 +107,12 @@ class EventsScreen(HadeckScreen):
                     key=f"{h}/{e.id}",
                 )
 
+    def set_query(self, text: str) -> None:
+        self.query_text = text
+        if self.is_mounted:
+            box = self.query_one("#filter", Input)
+            box.value, box.display = text, True
+
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -55,12 +53,12 @@ class FleetScreen(HadeckScreen):
 
     def rows(self) -> list[FleetRow]:
         return self.model.rows(
-            time.time(), sort=self.sort, reverse=self.reverse, query=self.query_text
+            self.hadeck.clock(), sort=self.sort, reverse=self.reverse, query=self.query_text
         )
 
     def refresh_view(self) -> None:
         rows = self.rows()
-        counts = self.model.counts()
+        counts = self.model.counts(self.hadeck.clock())
         theme = self.app.current_theme
         summary = "  ".join(
             f"[{severity_style(theme, k)}]{n} {k}[/]" for k, n in counts.items() if n
@@ -108,7 +106,7 @@ class FleetScreen(HadeckScreen):
                 else:
                     for col, new, before, cell in zip(COLUMNS, values, old, cells, strict=False):
                         if new != before or col == "status":
-                            table.update_cell(r.key, col, cell)
+                            table.update_cell(r.key, col, cell, update_width=True)
                 self.cells[r.key] = values
             order = [r.key for r in rows]
             if order != self.shown:

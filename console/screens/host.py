@@ -7,7 +7,6 @@ the cursor is on: the event of its last change, with the results that caused it.
 from __future__ import annotations
 
 import json
-import time
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -77,7 +76,7 @@ class HostScreen(HadeckScreen):
         h = self.model.hosts.get(self.host)
         if h is None:
             return
-        now = time.time()
+        now = self.hadeck.clock()
         badge = h.badge(now, self.model.stale_after)
         self.query_one(TitleBar).show(
             f"host {self.host}  [{badge}]  via {h.via}",
@@ -115,7 +114,7 @@ class HostScreen(HadeckScreen):
             for key, cells in rows.items():
                 if key in existing:
                     for col, cell in zip(table.columns, cells, strict=False):
-                        table.update_cell(key, col, cell)
+                        table.update_cell(key, col, cell, update_width=True)
                 else:
                     table.add_row(*cells, key=key)
 
@@ -195,8 +194,23 @@ class HostScreen(HadeckScreen):
         else:
             out.append(f"{clock(event.ts)} {event.message}\n")
             out.append(json.dumps(event.evidence, indent=1, default=str)[:1500] + "\n")
+        if kind == "probe":
+            probe = next((p for p in st.probes if p.name == name), None)
+            if probe is not None and probe.recent:
+                out.append("\nlast results\n", style="bold")
+                for r in probe.recent[-6:]:
+                    mark = "ok  " if r.ok else "FAIL"
+                    out.append(
+                        f"{clock(r.ts)} {mark} {r.latency_seconds * 1000:.0f} ms  {r.detail[:60]}\n"
+                    )
         if kind == "service":
             svc = next((s for s in st.services if s.name == name), None)
+            if svc is not None:
+                states = {p.name: p.state for p in st.probes}
+                out.append(
+                    "\nprobes: " + ", ".join(f"{p} {states.get(p, '?')}" for p in svc.probes)
+                )
+                out.append("\n")
             if svc and svc.recovery and svc.recovery.history:
                 out.append("\nrecovery history\n", style="bold")
                 for a in svc.recovery.history[-8:]:
@@ -205,6 +219,9 @@ class HostScreen(HadeckScreen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         table_id = event.data_table.id
+        # Evidence follows the table the operator is in, not the last one to be filled.
+        if not event.data_table.has_focus:
+            return
         if table_id in ("services", "probes") and event.row_key.value is not None:
             self.focus_name = (
                 "service" if table_id == "services" else "probe",
@@ -212,7 +229,21 @@ class HostScreen(HadeckScreen):
             )
             self._evidence()
 
+    def on_descendant_focus(self, event: object) -> None:
+        focused = self.focused
+        if not (isinstance(focused, DataTable) and focused.id in ("services", "probes")):
+            return
+        if (name := self._highlighted(focused.id)) is not None:
+            self.focus_name = ("service" if focused.id == "services" else "probe", name)
+            self._evidence()
+
     # -- actions ---------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """In a read-only console the action keys show, greyed out, and do nothing."""
+        if action in ("restart", "run_probe", "runbook") and self.hadeck.read_only:
+            return None
+        return True
 
     def _highlighted(self, table_id: str) -> str | None:
         table = self.query_one(f"#{table_id}", DataTable)

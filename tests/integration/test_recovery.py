@@ -79,6 +79,14 @@ def test_gives_up_after_its_budget_and_resumes_when_service_returns(
     assert recovery["attempts_in_window"] == 3
     assert recovery["next_attempt_at"] is not None
 
+    # A reload keeps the verdict without raising (and auditing) it a second time.
+    agent.signal(signal.SIGHUP)
+    agent.wait_event("config_reloaded")
+    wait_for(
+        lambda: agent.service("web")["recovery"]["state"] == "gave_up", 10, "gave_up after reload"
+    )
+    assert len(agent.events("recovery_gave_up", service="web")) == 1
+
     # Not a dead end: once the service is back (an operator fixed it), the ladder re-arms.
     demo_service.start()
     wait_for(lambda: agent.service("web")["recovery"]["state"] == "idle", 10, "ladder idle")

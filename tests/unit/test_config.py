@@ -225,3 +225,15 @@ def test_config_error_carries_structured_problems(tmp_path):
         load(f)
     (problem,) = err.value.problems
     assert (problem.file, problem.path, problem.message) == (str(f), "agent.nmae", "unknown key")
+
+
+def test_a_key_given_twice_is_an_error_not_silently_the_last(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "probes:\n  web: {kind: tcp, host: a, port: 1}\n  web: {kind: tcp, host: b, port: 2}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}: invalid YAML: line 3, column 3: duplicate key 'web'"
+    ]
