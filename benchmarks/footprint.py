@@ -97,6 +97,29 @@ def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
     return t.user + t.system, t.children_user + t.children_system
 
 
+def baseline(seconds: float) -> dict[str, float]:
+    """The same agent with no probes at all: what the process costs before any work."""
+    cleanup = Cleanup()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="hadeck-bench-baseline-"))
+        cleanup.add(f"temporary directory {tmp}", lambda: shutil.rmtree(tmp, ignore_errors=True))
+        agent = Agent(tmp, {"resources": {"mounts": ["/"]}})
+        cleanup.add("the baseline agent", agent.stop)
+        agent.start()
+        proc = psutil.Process(agent.pid)
+        time.sleep(2)
+        own0, _ = cpu_seconds(proc)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        own1, _ = cpu_seconds(proc)
+        return {
+            "baseline_rss_mb": round(proc.memory_info().rss / MB, 1),
+            "baseline_cpu_percent": round(100.0 * (own1 - own0) / (time.monotonic() - t0), 3),
+        }
+    finally:
+        cleanup.run()
+
+
 def measure(seconds: float) -> dict[str, Any]:
     cleanup = Cleanup()
     try:
@@ -204,6 +227,12 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
             "PASS" if cpu_ok else "FAIL",
         ],
         ["agent RSS, at /healthz", "", f"{r['rss_started_mb']:.1f} MB", ""],
+        [
+            "same agent with no probes: RSS / CPU",
+            "",
+            f"{r['baseline_rss_mb']:.1f} MB / {r['baseline_cpu_percent']:.2f} %",
+            "",
+        ],
         ["agent RSS, final", "", f"{r['rss_final_mb']:.1f} MB", ""],
         ["agent USS / PSS, final", "", f"{r['uss_final_mb']:.1f} / {r['pss_final_mb']:.1f} MB", ""],
         ["agent CPU seconds in window", "", f"{r['cpu_seconds']:.2f} s", ""],
@@ -236,7 +265,7 @@ def main() -> int:
         p.error("--seconds must be positive")
     with sigterm_as_interrupt():
         try:
-            result = measure(args.seconds)
+            result = baseline(min(20.0, args.seconds)) | measure(args.seconds)
         except BenchmarkError as exc:
             print(f"footprint: could not measure: {exc}", file=sys.stderr)
             emit_json({"benchmark": "footprint", "ok": False, "error": str(exc)})
