@@ -287,6 +287,55 @@ class Service(Strict):
     recovery: RecoveryPolicy | None = None
 
 
+class GroupHooks(Strict):
+    """Commands run on role changes; each gets HADECK_GROUP, HADECK_MEMBER, HADECK_ROLE and
+    (promote) HADECK_FENCING_TOKEN in its environment."""
+
+    promote: CommandStep
+    demote: CommandStep
+    #: Last resort when `demote` fails or times out: make sure this member serves no writes.
+    fence: CommandStep | None = None
+
+
+class Group(Strict):
+    """This host's membership in an HA group: one primary among its members, never two.
+
+    Timing contract (see docs/failover.md): the primary renews its lease every
+    `loop_wait` and stops being primary `safety` seconds before the lease could
+    expire anywhere, so `ttl` must leave room for a renewal that times out.
+    """
+
+    member: str | None = None  # default: agent.name
+    priority: int = Field(default=100, ge=0)
+    service: str
+    hooks: GroupHooks
+    lag: CommandStep | None = None
+    max_lag: float | None = Field(default=None, ge=0)
+    ttl: Duration = 10.0
+    loop_wait: Duration = 1.0
+    #: How long the primary's service may stay down before it hands over. Default: 0 without
+    #: a recovery policy, else one pass of the service's ladder (steps x verify_window).
+    failover_after: Duration | None = None
+    #: Where other hosts reach this member's public listener (shown in plans and the console).
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _timing(self) -> Group:
+        if self.loop_wait <= 0:
+            raise ValueError("loop_wait must be positive")
+        return self
+
+
+class LeaseStoreSection(Strict):
+    kind: Literal["sqlite", "etcd"] = "sqlite"
+    #: sqlite: the database file every member on this machine shares.
+    path: Path | None = None
+    #: etcd: client URLs of the cluster (its v3 JSON gateway).
+    endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    prefix: str = "/hadeck"
+    timeout: Duration = 2.0
+
+
 class ResourcesSection(Strict):
     interval: Duration = 15.0
     mounts: list[Path] | None = None
@@ -312,6 +361,8 @@ class AgentConfig(Strict):
     probes: dict[str, ProbeConfig] = Field(default_factory=dict)
     services: dict[str, Service] = Field(default_factory=dict)
     runbooks: dict[str, Runbook] = Field(default_factory=dict)
+    lease_store: LeaseStoreSection = LeaseStoreSection()
+    groups: dict[str, Group] = Field(default_factory=dict)
 
     @property
     def audit_path(self) -> Path:
@@ -324,7 +375,7 @@ class AgentConfig(Strict):
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
         problems: list[tuple[tuple[str | int, ...], str]] = []
-        for section in ("probes", "services", "runbooks"):
+        for section in ("probes", "services", "runbooks", "groups"):
             for name in getattr(self, section):
                 if not _NAME.match(name):
                     problems.append(
@@ -354,6 +405,24 @@ class AgentConfig(Strict):
                             problems.append((where, "step 'restart' needs the service's `restart`"))
                     elif step not in self.runbooks:
                         problems.append((where, _unknown("runbook", step, self.runbooks)))
+        for gname, group in self.groups.items():
+            if group.service not in self.services:
+                problems.append(
+                    (
+                        ("groups", gname, "service"),
+                        _unknown("service", group.service, self.services),
+                    )
+                )
+            floor = 3 * group.loop_wait + self.lease_store.timeout
+            if group.ttl < floor:
+                problems.append(
+                    (
+                        ("groups", gname, "ttl"),
+                        f"ttl ({group.ttl:g}s) must be at least 3 x loop_wait + lease_store.timeout"
+                        f" ({floor:g}s): one loop to renew, one for a renewal that times out, "
+                        "one to demote before the lease can expire elsewhere",
+                    )
+                )
         cycle = _find_cycle({n: s.depends_on for n, s in self.services.items()})
         if cycle:
             problems.append(

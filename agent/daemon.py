@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Generator
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import uvicorn
@@ -30,8 +31,13 @@ from agent import __version__, commands, config, resources
 from agent.actions import Actions
 from agent.api.app import build_api, build_public
 from agent.audit import AuditLog
-from agent.config import AgentConfig, ConfigError
+from agent.config import AgentConfig, ConfigError, Group
+from agent.detector import State
 from agent.events import EventLog
+from agent.failover.lease import LeaseStore
+from agent.failover.lease_sqlite import SqliteLeaseStore
+from agent.failover.member import GroupMember, ServiceHealth
+from agent.failover.operations import GroupOperations
 from agent.metrics import Metrics
 from agent.schema import Resources
 from agent.store import Store
@@ -88,6 +94,23 @@ def load_token(cfg: AgentConfig) -> str:
     return token
 
 
+def open_lease_store(cfg: AgentConfig) -> LeaseStore:
+    ls = cfg.lease_store
+    if ls.kind == "etcd":
+        from agent.failover.lease_etcd import EtcdLeaseStore
+
+        return EtcdLeaseStore(ls.endpoints, ls.prefix, ls.timeout)
+    return SqliteLeaseStore(ls.path or cfg.agent.state_dir / "leases.db", ls.timeout)
+
+
+def failover_after(cfg: AgentConfig, group: Group) -> float:
+    """Default: at once without local recovery, else after one pass of the recovery ladder."""
+    if group.failover_after is not None:
+        return group.failover_after
+    recovery = cfg.services[group.service].recovery
+    return 0.0 if recovery is None else len(recovery.steps) * recovery.verify_window
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, config_path: Path) -> None:
         self.config, self.config_path = cfg, config_path
@@ -112,6 +135,45 @@ class Agent:
         self.events = EventLog(self.store, self.metrics)
         self.supervisor = Supervisor(cfg, self.events, self.store, self.metrics, self.audit)
         self.actions = Actions(self.supervisor, self.events, self.store, self.metrics, self.audit)
+        self.lease_store = open_lease_store(cfg) if cfg.groups else None
+        self.groups: dict[str, GroupMember] = {}
+        if self.lease_store is not None:
+            for name, group in cfg.groups.items():
+                self.groups[name] = GroupMember(
+                    name,
+                    group,
+                    group.member or cfg.agent.name,
+                    self.lease_store,
+                    self.events,
+                    self.audit,
+                    partial(self.service_health, group.service),
+                    failover_after(cfg, group),
+                )
+        self.group_ops = GroupOperations(self.groups, self.events, self.audit)
+        self.supervisor.listeners.append(self._service_changed)
+
+    def _service_changed(self, service: str) -> None:
+        for member in self.groups.values():
+            if member.cfg.service == service:
+                member.poke()
+
+    def service_health(self, service: str) -> ServiceHealth:
+        """What an HA group member needs to know about its service, read from the supervisor."""
+        svc = self.supervisor.services.get(service)
+        if svc is None:
+            return ServiceHealth(False, None, "not in the config", None)
+        probes = self.supervisor.probes
+        failing = [
+            f"{p}: {probes[p].detector.history[-1].detail}"
+            for p in svc.cfg.probes
+            if probes[p].state is State.DOWN and probes[p].detector.history
+        ]
+        return ServiceHealth(
+            up=svc.state is State.UP,
+            down_since=svc.since if svc.state is State.DOWN else None,
+            detail="; ".join(failing) or svc.state.value,
+            recovery=svc.ladder.state if svc.ladder is not None else None,
+        )
 
     async def run(self) -> None:
         self._open()
@@ -160,6 +222,8 @@ class Agent:
             for s, sock in zip(servers, sockets, strict=True)
         ]
         self.supervisor.start()
+        for member in self.groups.values():
+            member.start()
         self.events.emit(
             "agent_started",
             "info",
@@ -176,6 +240,10 @@ class Agent:
         finally:
             log.info("stopping")
             self.scheduler.shutdown(wait=False)
+            # A primary hands over before its service's supervision stops.
+            await asyncio.gather(*(m.stop() for m in self.groups.values()))
+            if self.lease_store is not None:
+                await self.lease_store.close()
             await self.supervisor.stop()
             await commands.end_all()
             for s in servers:
@@ -242,7 +310,7 @@ class Agent:
         old = self.config
         needs_restart = [
             section
-            for section in ("api", "agent", "audit")
+            for section in ("api", "agent", "audit", "groups", "lease_store")
             if getattr(new, section) != getattr(old, section)
         ]
         for job in self.scheduler.get_jobs():
@@ -256,6 +324,7 @@ class Agent:
             new, self.events, self.store, self.metrics, self.audit, previous=previous
         )
         self.actions.supervisor = self.supervisor
+        self.supervisor.listeners.append(self._service_changed)
         self._schedule_probes()
         self.supervisor.start()
         self.config_loaded_at = time.time()

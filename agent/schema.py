@@ -171,3 +171,72 @@ class Problem(Wire):
 
     error: str
     detail: Any = None
+
+
+class GroupMemberStatus(Wire):
+    member: str
+    healthy: bool
+    lag: float | None
+    priority: int
+    role: str
+    note: str = Field(description="`eligible`, or why this member cannot become primary.")
+    address: str | None
+    updated_at: float
+
+
+class HandoverRecord(Wire):
+    at: float
+    from_member: str | None
+    to_member: str
+    token: int
+    kind: str = Field(description="failover, switchover or forced failover (`failover` request).")
+    reason: str
+    actor: str
+    steps: dict[str, float] = Field(description="Seconds per step: detect, acquire, promote.")
+
+
+class GroupStatus(Wire):
+    name: str
+    member: str = Field(description="This host's member id.")
+    role: str = Field(description="standby, promoting, primary or demoting (this member).")
+    routed: bool = Field(description="This member answers 200 on /groups/<name>/primary.")
+    healthy: bool
+    lag: float | None
+    priority: int
+    service: str
+    paused: bool
+    leader: str | None = Field(description="The lease holder as last seen in the lease store.")
+    token: int | None = Field(description="The lease holder's fencing token.")
+    lease_ttl_left: float | None
+    valid_for: float | None = Field(description="Seconds this primary stays valid unrenewed.")
+    ttl: float
+    loop_wait: float
+    store: str
+    store_error: str | None
+    request: dict[str, Any] | None = Field(description="A pending switchover or failover.")
+    members: list[GroupMemberStatus]
+    last_handover: HandoverRecord | None
+
+
+class GroupActionRequest(Wire):
+    to: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="Target member (switchover: default the best standby; failover: this one).",
+    )
+    reason: str = Field(default="", max_length=500)
+    confirm: str | None = Field(
+        default=None, max_length=100, description="Forced failover: the group's name, typed."
+    )
+
+
+class GroupActionResult(Wire):
+    ok: bool
+    action: str
+    group: str
+    actor: str
+    message: str
+    from_member: str | None
+    to_member: str | None
+    duration_seconds: float
+    audit_seq: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from functools import partial
 
 from agent import commands, runbooks
@@ -58,6 +59,8 @@ class Supervisor:
         previous: Supervisor | None = None,
     ) -> None:
         self.config, self.events, self.store, self.metrics = config, events, store, metrics
+        #: Called with a service's name whenever its state changes (HA groups listen).
+        self.listeners: list[Callable[[str], None]] = []
         self.probes: dict[str, ProbeRunner] = {}
         kept = previous.probes if previous else {}
         for name, pcfg in config.probes.items():
@@ -116,6 +119,8 @@ class Supervisor:
         if state is svc.state:
             return
         before, svc.state, svc.since = svc.state, state, time.time()
+        for listener in self.listeners:
+            listener(svc.name)
         if not quiet and not (before is State.UNKNOWN and state is State.UP):
             failing = [r for r in runners if r.state is State.DOWN]
             self.events.emit(

@@ -26,12 +26,20 @@ from agent import __version__, config
 from agent.actions import Actions, Refused
 from agent.audit import AuditLog
 from agent.config import AgentConfig
+from agent.failover.lease import LeaseStoreError
+from agent.failover.member import GroupMember
+from agent.failover.operations import GroupOperations, handover_record
+from agent.failover.operations import status as group_status
 from agent.metrics import Metrics
 from agent.schema import (
     ActionRequest,
     ActionResult,
     AuditRecord,
     Event,
+    GroupActionRequest,
+    GroupActionResult,
+    GroupStatus,
+    HandoverRecord,
     HostStatus,
     ProbeStatus,
     Problem,
@@ -61,6 +69,8 @@ class AgentView(Protocol):
     token: str
     started_at: float
     config_loaded_at: float
+    groups: dict[str, GroupMember]
+    group_ops: GroupOperations
 
 
 class ApiError(Exception):
@@ -214,6 +224,35 @@ def runbook_list(agent: AgentView) -> list[Runbook]:
     ]
 
 
+def _add_routing_routes(app: FastAPI, agent: AgentView) -> None:
+    """What HAProxy and other routers check: 200 only where the answer is yes, right now."""
+
+    def answer(group: str, yes: bool) -> JSONResponse:
+        m = agent.groups.get(group)
+        if m is None:
+            return _problem(404, f"no group {group!r} on this host")
+        body = {
+            "group": group,
+            "member": m.member,
+            "role": m.role.value,
+            "token": m.lease.token if m.lease else None,
+            "healthy": m.health().up,
+        }
+        return JSONResponse(body, status_code=200 if yes else 503)
+
+    @app.get("/groups/{group}/primary", tags=["routing"], responses={503: {}})
+    async def primary(group: NAME) -> JSONResponse:
+        """200 only on the member that holds the group's lease, is promoted and healthy."""
+        m = agent.groups.get(group)
+        return answer(group, m is not None and m.is_primary())
+
+    @app.get("/groups/{group}/replica", tags=["routing"], responses={503: {}})
+    async def replica(group: NAME) -> JSONResponse:
+        """200 on a healthy standby."""
+        m = agent.groups.get(group)
+        return answer(group, m is not None and m.is_replica())
+
+
 def _add_read_only_routes(app: FastAPI, agent: AgentView) -> None:
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -236,6 +275,7 @@ def build_public(agent: AgentView) -> FastAPI:
     )
     _install_errors(app)
     _add_read_only_routes(app, agent)
+    _add_routing_routes(app, agent)
     return app
 
 
@@ -246,6 +286,8 @@ def build_api(agent: AgentView) -> FastAPI:
     app.state.agent = agent
     _install_errors(app)
     _add_read_only_routes(app, agent)
+    _add_routing_routes(app, agent)
+    _add_group_routes(app, agent)
 
     @app.get("/api/v1/status", response_model=HostStatus)
     async def status() -> HostStatus:
@@ -330,3 +372,69 @@ def build_api(agent: AgentView) -> FastAPI:
         return await agent.actions.run_runbook(name, actor, body.reason if body else "")
 
     return app
+
+
+def _add_group_routes(app: FastAPI, agent: AgentView) -> None:
+    def store_name() -> str:
+        ls = agent.config.lease_store
+        return f"etcd {','.join(ls.endpoints)}" if ls.kind == "etcd" else f"sqlite {ls.path or ''}"
+
+    def member(group: str) -> GroupMember:
+        m = agent.groups.get(group)
+        if m is None:
+            raise ApiError(404, f"no group {group!r} on this host")
+        return m
+
+    @app.get("/api/v1/groups", response_model=list[GroupStatus], tags=["groups"])
+    async def groups() -> list[GroupStatus]:
+        return [group_status(m, store_name()) for m in agent.groups.values()]
+
+    @app.get("/api/v1/groups/{group}", response_model=GroupStatus, tags=["groups"])
+    async def group(group: NAME) -> GroupStatus:
+        return group_status(member(group), store_name())
+
+    @app.get("/api/v1/groups/{group}/history", response_model=list[HandoverRecord], tags=["groups"])
+    async def history(
+        group: NAME, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> list[HandoverRecord]:
+        """Handovers, newest first: when, from, to, why, who, and how long each step took."""
+        m = member(group)
+        try:
+            entries = await m.store.history(group, limit)
+        except LeaseStoreError as exc:
+            raise ApiError(409, f"the lease store does not answer: {exc}") from None
+        return [handover_record(e) for e in entries]
+
+    @app.post(
+        "/api/v1/groups/{group}/switchover", response_model=GroupActionResult, tags=["groups"]
+    )
+    async def switchover(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        """Planned handover from the healthy primary to `to` (default: the best standby)."""
+        b = body or GroupActionRequest()
+        return await agent.group_ops.switchover(group, b.to, actor, b.reason)
+
+    @app.post("/api/v1/groups/{group}/failover", response_model=GroupActionResult, tags=["groups"])
+    async def failover(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        """Forced promotion of `to` (default: this member) when no healthy primary exists;
+        `confirm` must be the group's name. Data not yet replicated to `to` may be lost."""
+        b = body or GroupActionRequest()
+        return await agent.group_ops.failover(group, b.to, b.confirm, actor, b.reason)
+
+    @app.post("/api/v1/groups/{group}/pause", response_model=GroupActionResult, tags=["groups"])
+    async def pause(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        """Maintenance: no automatic failover or promotion; state is still reported."""
+        b = body or GroupActionRequest()
+        return await agent.group_ops.set_paused(group, True, actor, b.reason)
+
+    @app.post("/api/v1/groups/{group}/resume", response_model=GroupActionResult, tags=["groups"])
+    async def resume(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        b = body or GroupActionRequest()
+        return await agent.group_ops.set_paused(group, False, actor, b.reason)

@@ -1,0 +1,566 @@
+"""One host's part in one HA group: hold the lease while primary, take it when it is free.
+
+Safety comes first, and comes from time, not from messages:
+
+- The primary renews its lease every `loop_wait`. A renewal that succeeded when
+  it started at monotonic time t keeps the primary valid until
+  `t + ttl - safety` (safety = `loop_wait`). The store cannot expire the key
+  before `t + ttl`, so the primary always stops `safety` seconds before anyone
+  else can take over. The routing endpoint checks that deadline on every
+  request, so even a frozen loop (SIGSTOP, a stuck hook) stops answering 200
+  at the deadline; the loop wakes at the deadline to run the demote hook.
+- A standby takes the key only through the store's compare-and-swap, only when
+  there is no key, and only if it is healthy, within the lag limit, and the
+  group is not paused; among several, the best ranked tries first (lowest lag,
+  then highest priority, then name) and the others wait a rank-based delay.
+- The fencing token (the acquisition's number, which only grows) is passed to
+  the promote hook as HADECK_FENCING_TOKEN.
+- Fast path: when the primary's own service stays down for `failover_after`,
+  the primary demotes and releases the key at once instead of letting it
+  expire, so a standby takes over within a loop or two.
+
+Hooks run in background tasks so renewals continue while a slow promote hook
+runs; the member is routed to only once the promote hook has succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from agent import commands
+from agent.audit import AuditLog
+from agent.config import CommandStep, Group
+from agent.events import EventLog
+from agent.failover.lease import Handover, Leader, LeaseStore, LeaseStoreError, MemberRecord
+
+log = logging.getLogger("hadeck.failover")
+
+ACTOR = "hadeck-agent"
+
+
+class Role(StrEnum):
+    STANDBY = "standby"
+    PROMOTING = "promoting"
+    PRIMARY = "primary"
+    DEMOTING = "demoting"
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    """What the member needs to know about its local service, read fresh each loop."""
+
+    up: bool
+    down_since: float | None  # wall clock; None when not down
+    detail: str  # the failing probes, in words
+    recovery: str | None  # the recovery ladder's state, if any
+
+
+@dataclass(frozen=True)
+class Request:
+    """A switchover or forced failover an operator asked for (stored as a group flag)."""
+
+    kind: str  # switchover | failover
+    to: str | None
+    from_member: str | None
+    actor: str
+    reason: str
+    at: float
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Request | None:
+        if not text:
+            return None
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError):
+            return None
+
+
+class GroupMember:
+    def __init__(
+        self,
+        group: str,
+        cfg: Group,
+        member: str,
+        store: LeaseStore,
+        events: EventLog,
+        audit: AuditLog,
+        health: Callable[[], ServiceHealth],
+        failover_after: float,
+    ) -> None:
+        self.group, self.cfg, self.member = group, cfg, member
+        self.store, self.events, self.audit = store, events, audit
+        self.health = health
+        self.failover_after = failover_after
+        self.safety = cfg.loop_wait
+        self.role = Role.STANDBY
+        self.lease: Leader | None = None
+        self.valid_until = 0.0  # monotonic; meaningful while PROMOTING or PRIMARY
+        self.lag: float | None = None
+        self.lag_error: str | None = None
+        # What the last loop learnt from the store, for the API and the console.
+        self.known_leader: Leader | None = None
+        self.members: list[MemberRecord] = []
+        self.paused = False
+        self.request: Request | None = None
+        self.store_error: str | None = None
+        self.renew_failures = 0
+        self.last_handover: Handover | None = None
+        self._leader_gone_at: float | None = None  # monotonic: when we first saw no leader
+        self._hook: asyncio.Task[commands.CommandResult] | None = None
+        self._promote_started = 0.0
+        self._promotion: dict[str, Any] = {}
+        self._last_holder: str | None = None
+        self._acquired: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the routing endpoints answer ------------------------------------
+
+    def is_primary(self) -> bool:
+        """200 on /groups/<g>/primary: promoted, lease valid right now, service up."""
+        return (
+            self.role is Role.PRIMARY and time.monotonic() < self.valid_until and self.health().up
+        )
+
+    def is_replica(self) -> bool:
+        return self.role is Role.STANDBY and self.health().up
+
+    def valid_for(self) -> float | None:
+        if self.role not in (Role.PRIMARY, Role.PROMOTING):
+            return None
+        return max(0.0, self.valid_until - time.monotonic())
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"group:{self.group}")
+
+    def poke(self) -> None:
+        """The local service changed state: look now, not at the next tick (the fast path)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """A planned stop: a primary hands over at once instead of letting its lease expire."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.role in (Role.PRIMARY, Role.PROMOTING):
+            await self._demote("the agent is stopping", {}, release=True)
+
+    async def _run(self) -> None:
+        # Whatever this host was before the agent started, it starts as a standby: a
+        # former primary must not keep serving writes on the strength of a past lease.
+        await self._run_hook("demote", self.cfg.hooks.demote, {})
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the group's loop: log it, keep safe
+                log.exception("group %s: loop step failed", self.group)
+                if self.role is not Role.STANDBY and time.monotonic() >= self.valid_until:
+                    await self._demote("internal error and the lease deadline passed", {}, False)
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        timeout = self.cfg.loop_wait
+        if self.role in (Role.PRIMARY, Role.PROMOTING):
+            # Wake exactly at the deadline, whatever the loop was doing.
+            timeout = max(0.0, min(timeout, self.valid_until - time.monotonic()))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    # -- one loop --------------------------------------------------------------
+
+    async def step(self) -> None:
+        if self.role in (Role.PRIMARY, Role.PROMOTING):
+            await self._primary_step()
+        else:
+            await self._standby_step()
+
+    async def _read_group(self) -> None:
+        self.paused = await self.store.get_flag(self.group, "paused") is not None
+        self.request = Request.parse(await self.store.get_flag(self.group, "request"))
+        await self.store.publish(self.group, self._record(), self.cfg.ttl)
+        self.members = await self.store.members(self.group)
+
+    def _record(self) -> MemberRecord:
+        h = self.health()
+        return MemberRecord(
+            member=self.member,
+            healthy=h.up,
+            lag=self.lag,
+            priority=self.cfg.priority,
+            role=self.role.value,
+            note=self._ineligible(h) or "eligible",
+            address=self.cfg.address,
+            updated_at=time.time(),
+        )
+
+    def _ineligible(self, h: ServiceHealth) -> str | None:
+        if not h.up:
+            return f"service {self.cfg.service} is not up" + (f": {h.detail}" if h.detail else "")
+        if self.cfg.lag is not None and self.lag is None:
+            return f"lag unknown: {self.lag_error or 'not measured yet'}"
+        if self.cfg.max_lag is not None and self.lag is not None and self.lag > self.cfg.max_lag:
+            return f"lag {self.lag:g} exceeds max_lag {self.cfg.max_lag:g}"
+        return None
+
+    def _store_failed(self, exc: LeaseStoreError) -> None:
+        if self.store_error is None:
+            self.events.emit(
+                "group_store_unreachable",
+                "warning" if self.role is Role.STANDBY else "critical",
+                f"group {self.group}: lease store unreachable ({exc}); "
+                + (
+                    "no promotion while it is"
+                    if self.role is Role.STANDBY
+                    else f"primary for {self.valid_for() or 0:.1f}s more unless a renewal succeeds"
+                ),
+                service=self.cfg.service,
+                evidence={"group": self.group, "error": str(exc), "role": self.role.value},
+            )
+        self.store_error = str(exc)
+
+    def _store_ok(self) -> None:
+        if self.store_error is not None:
+            self.events.emit(
+                "group_store_reachable",
+                "info",
+                f"group {self.group}: lease store answers again",
+                service=self.cfg.service,
+                evidence={"group": self.group, "was": self.store_error},
+            )
+        self.store_error = None
+
+    async def _primary_step(self) -> None:
+        assert self.lease is not None
+        if time.monotonic() >= self.valid_until:
+            await self._demote(
+                "the lease could not be renewed before it could expire elsewhere",
+                {"renew_failures": self.renew_failures, "store_error": self.store_error},
+                release=False,
+            )
+            return
+        started = time.monotonic()
+        try:
+            renewed = await self.store.renew(self.lease, self.cfg.ttl)
+        except LeaseStoreError as exc:
+            self.renew_failures += 1
+            self._store_failed(exc)
+            return  # still valid until the deadline; the loop wakes there
+        self._store_ok()
+        if not renewed:
+            await self._demote(
+                "the lease is gone or belongs to another acquisition",
+                {"token": self.lease.token},
+                release=False,
+            )
+            return
+        self.renew_failures = 0
+        self.valid_until = started + self.cfg.ttl - self.safety
+        try:
+            await self._read_group()
+            self.known_leader = await self.store.leader(self.group)
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
+            return
+        if self.role is Role.PROMOTING:
+            await self._promotion_progress()
+            return
+        h = self.health()
+        if (
+            not self.paused
+            and not h.up
+            and h.down_since is not None
+            and (time.time() - h.down_since >= self.failover_after or h.recovery == "gave_up")
+        ):
+            await self._demote(
+                f"service {self.cfg.service} is down on the primary: {h.detail}",
+                {
+                    "service": self.cfg.service,
+                    "down_for": round(time.time() - h.down_since, 3),
+                    "failover_after": self.failover_after,
+                    "recovery": h.recovery,
+                    "failing": h.detail,
+                },
+                release=True,
+            )
+            return
+        req = self.request
+        # An operator's forced failover is honoured even while paused; a switchover is not.
+        if (
+            req is not None
+            and req.to != self.member
+            and (req.kind == "failover" or not self.paused)
+        ):
+            target = next((m for m in self.members if m.member == req.to), None)
+            if req.kind == "switchover" and (target is None or not target.healthy):
+                self.events.emit(
+                    "group_switchover_refused",
+                    "warning",
+                    f"group {self.group}: switchover to {req.to} not done: "
+                    + ("it has no fresh member record" if target is None else target.note),
+                    service=self.cfg.service,
+                    evidence={"request": req.__dict__},
+                )
+                await self.store.set_flag(self.group, "request", None)
+                return
+            await self._demote(
+                f"{req.kind} to {req.to or 'the best standby'} requested by {req.actor}"
+                + (f": {req.reason}" if req.reason else ""),
+                {"request": req.__dict__},
+                release=True,
+            )
+
+    async def _standby_step(self) -> None:
+        if self.role is Role.DEMOTING:
+            return
+        if self.cfg.lag is not None:
+            await self._measure_lag()
+        try:
+            await self._read_group()
+            leader = await self.store.leader(self.group)
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
+            return
+        self._store_ok()
+        self.known_leader = leader
+        if leader is not None:
+            self._leader_gone_at = None
+            self._last_holder = leader.member
+            return
+        if self._leader_gone_at is None:
+            self._leader_gone_at = time.monotonic()
+        req = self.request
+        forced = req is not None and req.kind == "failover" and req.to == self.member
+        if self.paused and not forced:
+            return
+        h = self.health()
+        if not forced:
+            if self._ineligible(h):
+                return
+            if (
+                req is not None
+                and self._fresh(req)
+                and (req.to not in (None, self.member) or req.from_member == self.member)
+            ):
+                return  # an operator asked for someone else, or asked us to step down
+        candidates = self._candidates()
+        targeted = req is not None and req.to == self.member
+        rank = (
+            0
+            if targeted
+            else next(
+                (i for i, m in enumerate(candidates) if m.member == self.member), len(candidates)
+            )
+        )
+        if rank:
+            # The better ranked go first; each rank waits a little longer, then checks again.
+            await asyncio.sleep(rank * min(0.25, self.cfg.loop_wait / 2))
+            try:
+                if await self.store.leader(self.group) is not None:
+                    return
+            except LeaseStoreError as exc:
+                self._store_failed(exc)
+                return
+        started = time.monotonic()
+        try:
+            lease = await self.store.acquire(self.group, self.member, self.cfg.ttl)
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
+            return
+        if lease is None:
+            return  # another standby won the race
+        self.lease, self.role = lease, Role.PROMOTING
+        self.valid_until = started + self.cfg.ttl - self.safety
+        self._acquired = {
+            "detect": round(started - (self._leader_gone_at or started), 3),
+            "acquire": round(time.monotonic() - started, 3),
+        }
+        self._promote_started = time.monotonic()
+        asked = req if req is not None and (forced or targeted) else None
+        self._promotion = {
+            "kind": asked.kind if asked else "failover",
+            "reason": (asked.reason if asked else "") or "no primary holds the lease",
+            "actor": asked.actor if asked else ACTOR,
+            "candidates": [
+                {"member": m.member, "lag": m.lag, "priority": m.priority, "note": m.note}
+                for m in self.members
+            ],
+            "rank": rank,
+            "lag": self.lag,
+            "from": self.last_holder,
+        }
+        env = {"HADECK_FENCING_TOKEN": str(lease.token)}
+        self._hook = asyncio.create_task(self._run_hook("promote", self.cfg.hooks.promote, env))
+        # Routable as soon as the hook succeeds, not at the next tick.
+        self._hook.add_done_callback(lambda _: self._wake.set())
+        self._wake.set()
+
+    @property
+    def last_holder(self) -> str | None:
+        """The member that held the lease before it went free, as far as this one saw."""
+        return self._last_holder
+
+    def _fresh(self, req: Request) -> bool:
+        return time.time() - req.at < 3 * self.cfg.ttl
+
+    def _candidates(self) -> list[MemberRecord]:
+        eligible = [m for m in self.members if m.healthy and m.note == "eligible"]
+        return sorted(eligible, key=lambda m: (m.lag or 0.0, -m.priority, m.member))
+
+    async def _promotion_progress(self) -> None:
+        if self._hook is None or not self._hook.done():
+            return
+        result = self._hook.result()
+        self._hook = None
+        lease = self.lease
+        assert lease is not None
+        if not result.ok:
+            await self._demote(
+                f"the promote hook failed: {result.summary()}",
+                {"promote": _outcome(result)},
+                release=True,
+            )
+            return
+        self.role = Role.PRIMARY
+        self._last_holder = self.member
+        p = self._promotion
+        steps = {**self._acquired, "promote": round(time.monotonic() - self._promote_started, 3)}
+        entry = Handover(
+            group=self.group,
+            at=time.time(),
+            from_member=p["from"],
+            to_member=self.member,
+            token=lease.token,
+            kind=p["kind"],
+            reason=p["reason"],
+            actor=p["actor"],
+            steps=steps,
+        )
+        self.last_handover = entry
+        try:
+            await self.store.add_history(entry)
+            if self.request is not None and self.request.to in (None, self.member):
+                await self.store.set_flag(self.group, "request", None)
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
+        self.events.emit(
+            "group_promoted",
+            "warning",
+            f"group {self.group}: {self.member} is primary (token {lease.token}, "
+            f"{p['kind']}, from {p['from'] or 'none'}): {p['reason']}",
+            service=self.cfg.service,
+            evidence={"group": self.group, "token": lease.token, "steps": steps, **p},
+        )
+        self.audit.append(
+            p["actor"],
+            "group_promote",
+            f"{self.group}/{self.member}",
+            {"kind": p["kind"], "reason": p["reason"], "token": lease.token},
+            {"ok": True, "steps": steps, "promote": _outcome(result)},
+        )
+
+    async def _demote(self, reason: str, evidence: dict[str, Any], release: bool) -> None:
+        """Stop being primary: unroutable at once, demote hook, then (if we can) release."""
+        was = self.role
+        self.role = Role.DEMOTING
+        self.valid_until = 0.0
+        if self._hook is not None:
+            self._hook.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._hook
+            self._hook = None
+        started = time.monotonic()
+        result = await self._run_hook("demote", self.cfg.hooks.demote, {})
+        fenced = None
+        if not result.ok and self.cfg.hooks.fence is not None:
+            fenced = await self._run_hook("fence", self.cfg.hooks.fence, {})
+        released = False
+        if release and self.lease is not None:
+            try:
+                released = await self.store.release(self.lease)
+            except LeaseStoreError as exc:
+                self._store_failed(exc)
+        token = self.lease.token if self.lease else None
+        self.lease, self.role = None, Role.STANDBY
+        self._leader_gone_at = None
+        steps = {"demote": round(time.monotonic() - started, 3)}
+        self.events.emit(
+            "group_demoted",
+            "critical" if not result.ok else "warning",
+            f"group {self.group}: {self.member} stepped down ({reason})"
+            + ("; lease released" if released else "")
+            + ("" if result.ok else f"; demote hook failed: {result.summary()}"),
+            service=self.cfg.service,
+            evidence={
+                "group": self.group,
+                "reason": reason,
+                "was": was.value,
+                "token": token,
+                "released": released,
+                "steps": steps,
+                "demote": _outcome(result),
+                "fence": _outcome(fenced) if fenced else None,
+                **evidence,
+            },
+        )
+        self.audit.append(
+            ACTOR,
+            "group_demote",
+            f"{self.group}/{self.member}",
+            {"reason": reason, "token": token},
+            {"ok": result.ok, "released": released, "steps": steps},
+        )
+
+    async def _run_hook(
+        self, name: str, step: CommandStep, env: dict[str, str]
+    ) -> commands.CommandResult:
+        full = {
+            "HADECK_GROUP": self.group,
+            "HADECK_MEMBER": self.member,
+            "HADECK_ROLE": {"promote": "primary"}.get(name, "standby"),
+            **env,
+        }
+        result = await commands.run(step.command, step.timeout, env=full)
+        if not result.ok:
+            log.warning("group %s: %s hook: %s", self.group, name, result.summary())
+        return result
+
+    async def _measure_lag(self) -> None:
+        assert self.cfg.lag is not None
+        result = await commands.run(self.cfg.lag.command, self.cfg.lag.timeout)
+        if not result.ok:
+            self.lag, self.lag_error = None, f"lag command: {result.summary()}"
+            return
+        try:
+            self.lag, self.lag_error = float(result.output.strip().split()[0]), None
+        except (ValueError, IndexError):
+            self.lag, self.lag_error = None, f"lag command printed {result.output[:40]!r}"
+
+
+def _outcome(result: commands.CommandResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {
+        "argv": list(result.argv),
+        "exit_code": result.exit_code,
+        "timed_out": result.timed_out,
+        "duration": round(result.duration, 3),
+        "output": result.output[-500:],
+    }

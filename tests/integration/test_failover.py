@@ -1,0 +1,226 @@
+"""HA groups with real agents: one primary, handovers, and never two primaries at once.
+
+Every scenario runs under the split-brain checker, which asks all members at the
+same moment, every 50 ms, and fails the test on any round with two 200s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.agent import AgentProcess, DemoService
+from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config
+from tests.support.wait import wait_for
+
+Start = Callable[..., list[Member]]
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[Start]:
+    started: list[Member] = []
+
+    def start(n: int = 3, store: dict[str, Any] | None = None, **kw: Any) -> list[Member]:
+        store = store or {"kind": "sqlite", "path": str(tmp_path / "leases.db"), "timeout": "1s"}
+        members = []
+        for i in range(n):
+            name = f"m{i + 1}"
+            d = tmp_path / name
+            d.mkdir()
+            svc = DemoService(d)
+            svc.start()
+            cfg = member_config(name, d, svc, store, priority=100 - i, **kw)
+            m = Member(name, AgentProcess(d, cfg), svc)
+            started.append(m)
+            members.append(m)
+        for m in members:
+            m.agent.start()
+        return members
+
+    yield start
+    for m in started:
+        if m.agent.proc is not None and m.agent.proc.poll() is None:
+            with_cont(m.agent)
+            m.agent.proc.kill()
+            m.agent.proc.wait()
+        m.service.stop()
+
+
+def with_cont(agent: AgentProcess) -> None:
+    assert agent.proc is not None
+    os.kill(agent.proc.pid, signal.SIGCONT)
+
+
+def new_primary(members: list[Member], old: Member, timeout: float = 15) -> Member:
+    def other() -> Member | None:
+        p = one_primary(members)
+        return p if p is not None and p is not old else None
+
+    return wait_for(other, timeout, f"a primary other than {old.name}")
+
+
+def one_primary(members: list[Member]) -> Member | None:
+    primaries = [m for m in members if m.primary()]
+    return primaries[0] if len(primaries) == 1 else None
+
+
+def test_one_member_becomes_primary_with_a_fencing_token(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members):
+        primary = wait_for(lambda: one_primary(members), 20, "a primary")
+        token = int(primary.role_file.read_text().split()[1])
+        st = primary.status()
+        assert st["role"] == "primary" and st["token"] == token and st["leader"] == primary.name
+        others = [m for m in members if m is not primary]
+        for m in others:
+            wait_for(lambda m=m: m.status()["leader"] == primary.name, 10, f"{m.name} sees leader")
+            assert m.role_file.read_text().strip() == "standby"
+
+
+def test_killed_service_on_the_primary_hands_over_fast(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members) as checker:
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        old_token = first.status()["token"]
+        first.service.kill()
+        second = new_primary(members, first, 15)
+        assert second.status()["token"] > old_token
+        demoted = first.agent.wait_event("group_demoted")
+        assert "service db is down" in demoted["message"] and demoted["evidence"]["released"]
+        promoted = second.agent.wait_event("group_promoted")
+        assert promoted["evidence"]["from"] == first.name
+        assert {c["member"] for c in promoted["evidence"]["candidates"]} >= {second.name}
+        history = second.agent.get(f"/api/v1/groups/{GROUP}/history")
+        assert history[0]["from_member"] == first.name and history[0]["to_member"] == second.name
+        assert checker.rounds > 10
+
+
+def test_a_killed_primary_agent_is_replaced_when_its_lease_expires(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        assert first.agent.proc is not None
+        first.agent.proc.kill()
+        second = new_primary(members, first, 15)
+        promoted = second.agent.wait_event("group_promoted")
+        # no release happened: the standby waited for the lease to expire
+        assert promoted["evidence"]["steps"]["detect"] >= 0
+        assert promoted["evidence"]["from"] == first.name
+
+
+def test_a_frozen_primary_comes_back_demoted_and_never_primary_again(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members) as checker:
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        assert first.agent.proc is not None
+        os.kill(first.agent.proc.pid, signal.SIGSTOP)
+        try:
+            second = new_primary(members, first, 20)
+        finally:
+            os.kill(first.agent.proc.pid, signal.SIGCONT)
+        wait_for(lambda: first.status()["role"] == "standby", 10, "the frozen one to demote")
+        demoted = first.agent.wait_event("group_demoted")
+        assert "could not be renewed" in demoted["message"] and not demoted["evidence"]["released"]
+        assert first.role_file.read_text().strip() == "standby"
+        assert one_primary(members) is second
+    # after the freeze, the old primary never answered 200 next to the new one
+    assert [name for _, name in checker.timeline if name == first.name][:1] == [first.name]
+    assert checker.timeline[-1][1] == second.name
+
+
+def test_switchover_to_a_named_standby_and_refusals(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        target = next(m for m in members if m is not first)
+        for m in members:
+            wait_for(lambda m=m: len(m.status()["members"]) == 3, 10, f"{m.name} sees every member")
+        bad = first.agent.post(f"/api/v1/groups/{GROUP}/switchover", json={"to": "nobody"})
+        assert bad.status_code == 409 and "no fresh member record" in bad.json()["error"]
+        r = target.agent.post(
+            f"/api/v1/groups/{GROUP}/switchover",
+            actor="alice",
+            json={"to": target.name, "reason": "kernel upgrade on " + first.name},
+        )
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["ok"] and result["from_member"] == first.name
+        assert result["to_member"] == target.name
+        assert one_primary(members) is target
+        history = target.agent.get(f"/api/v1/groups/{GROUP}/history")[0]
+        assert (history["kind"], history["actor"]) == ("switchover", "alice")
+        assert set(history["steps"]) == {"detect", "acquire", "promote"}
+        audit = target.agent.get("/api/v1/audit")
+        assert any(a["action"] == "group_switchover" and a["actor"] == "alice" for a in audit)
+
+
+def test_paused_group_takes_no_automatic_action_until_resumed(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        r = first.agent.post(f"/api/v1/groups/{GROUP}/pause", json={"reason": "maintenance"})
+        assert r.status_code == 200 and r.json()["ok"]
+        for m in members:
+            wait_for(lambda m=m: m.status()["paused"], 10, f"{m.name} sees the pause")
+        first.service.kill()
+        # Held: for three lease lifetimes nobody takes over and the key stays where it is.
+        held = wait_for(
+            lambda: first.agent.events("service_down") and first.status()["leader"] == first.name,
+            10,
+            "the service to be seen down",
+        )
+        assert held
+        refused = members[1].agent.post(f"/api/v1/groups/{GROUP}/switchover", json={})
+        assert refused.status_code == 409 and "paused" in refused.json()["error"]
+        for m in members:
+            assert m.status()["leader"] == first.name
+        r = first.agent.post(f"/api/v1/groups/{GROUP}/resume", json={})
+        assert r.status_code == 200
+        second = wait_for(
+            lambda: (p := one_primary(members)) and p is not first and p,
+            15,
+            "failover after resume",
+        )
+        assert second is not first
+
+
+def test_forced_failover_needs_the_group_name_and_no_healthy_primary(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        other = next(m for m in members if m is not first)
+        for m in members:
+            wait_for(lambda m=m: len(m.status()["members"]) == 3, 10, f"{m.name} sees all")
+        path = f"/api/v1/groups/{GROUP}/failover"
+        no_confirm = other.agent.post(path, json={})
+        assert no_confirm.status_code == 400 and "confirm" in no_confirm.json()["error"]
+        healthy = other.agent.post(path, json={"confirm": GROUP})
+        assert healthy.status_code == 409 and "use a switchover" in healthy.json()["error"]
+        # The primary's service is down but the group is paused: only an operator can move it.
+        first.agent.post(f"/api/v1/groups/{GROUP}/pause", json={})
+        first.service.kill()
+        wait_for(
+            lambda: (
+                not next(r for r in other.status()["members"] if r["member"] == first.name)[
+                    "healthy"
+                ]
+            ),
+            10,
+            "the primary's record to say unhealthy",
+        )
+        forced = other.agent.post(
+            path, actor="bob", json={"confirm": GROUP, "reason": "primary disk dead"}
+        )
+        assert forced.status_code == 200 and forced.json()["ok"], forced.text
+        assert one_primary(members) is other
+        history = other.agent.get(f"/api/v1/groups/{GROUP}/history")[0]
+        assert (history["kind"], history["actor"], history["to_member"]) == (
+            "failover",
+            "bob",
+            other.name,
+        )

@@ -1,0 +1,128 @@
+"""An HA group of real agents on loopback, and a checker that fails on two primaries.
+
+Each member is a real `hadeck-agent` with its own demo service (the group's
+service) and hooks that write the member's role, with its fencing token, to a
+file. The checker asks every member's public `/groups/<g>/primary` at the same
+moment, every 50 ms, for the whole scenario; any round with two 200s is a
+split brain.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.agent import AgentProcess, DemoService, http_probe
+
+GROUP = "pg"
+
+
+def member_config(
+    name: str,
+    d: Path,
+    service: DemoService,
+    store: dict[str, Any],
+    *,
+    priority: int = 100,
+    ttl: str = "3s",
+    loop_wait: str = "500ms",
+    recovery: bool = False,
+) -> dict[str, Any]:
+    role = d / "role"
+    svc: dict[str, Any] = {"probes": ["db"]}
+    if recovery:
+        svc["restart"] = {"command": service.start_argv(), "timeout": "10s"}
+        svc["recovery"] = {"steps": ["restart"], "verify_window": "2s", "max_attempts": 2}
+    return {
+        "agent": {"name": name},
+        "lease_store": store,
+        "probes": {"db": http_probe(service, interval="250ms", timeout="200ms", fall=2, rise=1)},
+        "services": {"db": svc},
+        "groups": {
+            GROUP: {
+                "member": name,
+                "priority": priority,
+                "service": "db",
+                "ttl": ttl,
+                "loop_wait": loop_wait,
+                "hooks": {
+                    "promote": {
+                        "command": ["sh", "-c", f'echo "primary $HADECK_FENCING_TOKEN" > {role}'],
+                        "timeout": "5s",
+                    },
+                    "demote": {"command": ["sh", "-c", f"echo standby > {role}"], "timeout": "5s"},
+                },
+            }
+        },
+    }
+
+
+@dataclass
+class Member:
+    name: str
+    agent: AgentProcess
+    service: DemoService
+
+    @property
+    def role_file(self) -> Path:
+        return self.agent.dir / "role"
+
+    def primary(self, timeout: float = 0.5) -> bool:
+        try:
+            r = httpx.get(f"{self.agent.public_url}/groups/{GROUP}/primary", timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.agent.get(f"/api/v1/groups/{GROUP}"))
+
+
+@dataclass
+class SplitBrainChecker:
+    """Polls every member's primary endpoint in parallel every `period` seconds."""
+
+    members: list[Member]
+    period: float = 0.05
+    rounds: int = 0
+    split: list[tuple[float, list[str]]] = field(default_factory=list)
+    #: (time, the one primary or None) each time the answer changed, for the failure message.
+    timeline: list[tuple[float, str | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=len(self.members))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SplitBrainChecker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        assert not self.split, f"two primaries at once: {self.split[:5]}; timeline {self.timeline}"
+
+    def current(self) -> str | None:
+        return self.timeline[-1][1] if self.timeline else None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            answers = list(self._pool.map(lambda m: (m.name, m.primary(0.3)), self.members))
+            primaries = [name for name, yes in answers if yes]
+            now = time.time()
+            self.rounds += 1
+            if len(primaries) > 1:
+                self.split.append((now, primaries))
+            one = primaries[0] if primaries else None
+            if not self.timeline or self.timeline[-1][1] != one:
+                self.timeline.append((now, one))
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))
