@@ -40,13 +40,14 @@ def _check_config(args: argparse.Namespace) -> int:
                     "probes": len(cfg.probes),
                     "services": len(cfg.services),
                     "runbooks": len(cfg.runbooks),
+                    "groups": len(cfg.groups),
                 }
             )
         )
     else:
         print(
             f"{args.file}: ok ({len(cfg.probes)} probes, {len(cfg.services)} services, "
-            f"{len(cfg.runbooks)} runbooks)"
+            f"{len(cfg.runbooks)} runbooks, {len(cfg.groups)} groups)"
         )
     return 0
 

@@ -127,6 +127,9 @@ class HostStatus(Wire):
     resources: Resources
     problems: list[Event] = Field(description="Recent warning and critical events, newest last.")
     runbooks: list[Runbook]
+    groups: list[GroupStatus] = Field(
+        default_factory=list, description="This host's HA group memberships."
+    )
 
 
 class AuditRecord(Wire):
@@ -240,3 +243,6 @@ class GroupActionResult(Wire):
     to_member: str | None
     duration_seconds: float
     audit_seq: int
+
+
+HostStatus.model_rebuild()

@@ -316,6 +316,7 @@ def build_api(agent: AgentView) -> FastAPI:
             resources=agent.resources,
             problems=[event_model(e) for e in problems],
             runbooks=runbook_list(agent),
+            groups=[group_status(m, _store_name(agent)) for m in agent.groups.values()],
         )
 
     @app.get("/api/v1/probes", response_model=list[ProbeStatus])
@@ -374,10 +375,14 @@ def build_api(agent: AgentView) -> FastAPI:
     return app
 
 
+def _store_name(agent: AgentView) -> str:
+    ls = agent.config.lease_store
+    return f"etcd {','.join(ls.endpoints)}" if ls.kind == "etcd" else f"sqlite {ls.path or ''}"
+
+
 def _add_group_routes(app: FastAPI, agent: AgentView) -> None:
     def store_name() -> str:
-        ls = agent.config.lease_store
-        return f"etcd {','.join(ls.endpoints)}" if ls.kind == "etcd" else f"sqlite {ls.path or ''}"
+        return _store_name(agent)
 
     def member(group: str) -> GroupMember:
         m = agent.groups.get(group)

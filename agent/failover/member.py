@@ -181,8 +181,26 @@ class GroupMember:
             # Wake exactly at the deadline, whatever the loop was doing.
             timeout = max(0.0, min(timeout, self.valid_until - time.monotonic()))
         self._wake.clear()
+        if self.role is Role.STANDBY and self.known_leader is not None and not self.paused:
+            # A standby looks at the leader key more often than it runs a full loop, so a
+            # released key (the fast path) is taken within a fraction of loop_wait.
+            await self._watch_leader(timeout)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _watch_leader(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        step = min(0.25, self.cfg.loop_wait / 4)
+        while (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(step, left))
+                return
+            try:
+                if await self.store.leader(self.group) is None:
+                    return
+            except LeaseStoreError:
+                return  # the full loop reports it
 
     # -- one loop --------------------------------------------------------------
 

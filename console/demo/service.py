@@ -27,6 +27,8 @@ def _handler(fail_file: Path | None) -> type[BaseHTTPRequestHandler]:
             body = b"failing\n" if failing else b"ok\n"
             self.send_response(503 if failing else 200)
             self.send_header("Content-Type", "text/plain")
+            # Which instance answered, for tests and demos behind a load balancer.
+            self.send_header("X-Demo-Port", str(self.server.server_address[1]))  # type: ignore[index]
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

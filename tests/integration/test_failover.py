@@ -8,25 +8,39 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.agent import AgentProcess, DemoService
+from tests.support.etcd import EtcdServer
 from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config
+from tests.support.haproxy import Backend, HaproxyProcess, Server
 from tests.support.wait import wait_for
 
 Start = Callable[..., list[Member]]
 
 
+@pytest.fixture(params=["sqlite", "etcd"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Every scenario runs on both lease stores: SQLite (one machine) and a real etcd."""
+    if request.param == "etcd":
+        server: EtcdServer = request.getfixturevalue("etcd")
+        return {"kind": "etcd", "endpoints": [server.url], "timeout": "1s"}
+    return {"kind": "sqlite", "path": str(tmp_path / "leases.db"), "timeout": "1s"}
+
+
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[Start]:
+def group(tmp_path: Path, store: dict[str, Any]) -> Iterator[Start]:
     started: list[Member] = []
+    default_store = store
 
     def start(n: int = 3, store: dict[str, Any] | None = None, **kw: Any) -> list[Member]:
-        store = store or {"kind": "sqlite", "path": str(tmp_path / "leases.db"), "timeout": "1s"}
+        store = store or default_store
         members = []
         for i in range(n):
             name = f"m{i + 1}"
@@ -224,3 +238,60 @@ def test_forced_failover_needs_the_group_name_and_no_healthy_primary(group: Star
             "bob",
             other.name,
         )
+
+
+@pytest.mark.parametrize("store", ["etcd"], indirect=True)
+def test_etcd_outage_promotes_nobody_and_the_primary_steps_down_in_time(
+    group: Start, etcd: EtcdServer
+) -> None:
+    members = group()
+    with SplitBrainChecker(members) as checker:
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        etcd.stop()
+        stopped = time.monotonic()
+        # ttl 3 s: the primary stops answering 200 at its guard time, before the lease ends.
+        wait_for(lambda: one_primary(members) is None, 10, "the primary to step down")
+        assert time.monotonic() - stopped < 3.0
+        demoted = first.agent.wait_event("group_demoted")
+        assert "could not be renewed" in demoted["message"]
+        # While etcd is away, nobody is promoted: no key can be taken.
+        for m in members:
+            m.agent.wait_event("group_store_unreachable")
+        assert all(len(m.agent.events("group_promoted")) <= (m is first) for m in members)
+        etcd.start()
+        wait_for(lambda: one_primary(members), 30, "a primary once etcd is back")
+        assert checker.current() is not None
+
+
+@pytest.mark.parametrize("store", ["etcd"], indirect=True)
+def test_haproxy_follows_the_primary_through_failovers(
+    group: Start, start_haproxy: Callable[[list[Backend]], HaproxyProcess]
+) -> None:
+    members = group()
+    backend = Backend(
+        "pg",
+        f"/groups/{GROUP}/primary",
+        [Server(m.name, m.service.port, m.agent.public_port) for m in members],
+    )
+    proxy = start_haproxy([backend])
+
+    def served_by() -> str | None:
+        try:
+            r = httpx.get(f"http://127.0.0.1:{backend.port}/", timeout=1)
+        except httpx.HTTPError:
+            return None
+        port = int(r.headers.get("x-demo-port", 0))
+        return next((m.name for m in members if m.service.port == port), None)
+
+    with SplitBrainChecker(members):
+        current = wait_for(lambda: one_primary(members), 20, "a primary")
+        for _ in range(2):
+            wait_for(lambda c=current: proxy.runtime.up_servers("pg") == [c.name], 10, "haproxy up")
+            wait_for(lambda c=current: served_by() == c.name, 10, "a client on the primary")
+            current.service.kill()
+            previous, current = current, new_primary(members, current)
+            wait_for(
+                lambda c=current: served_by() == c.name, 10, f"clients routed to {current.name}"
+            )
+            assert previous.name not in proxy.runtime.up_servers("pg")
+            previous.service.start()
