@@ -74,6 +74,31 @@ class DemoHost:
         return {
             "agent": {"name": self.name, "state_dir": str(self.dir / "state")},
             "api": {"listen": f"127.0.0.1:{self.api_port}"},
+            # The three demo hosts form one HA group: one of them is the primary `web`.
+            # Leases in one SQLite file, as members on one machine share it.
+            "lease_store": {
+                "kind": "sqlite",
+                "path": str(self.dir.parent / "leases.db"),
+                "timeout": "1s",
+            },
+            "groups": {
+                "web": {
+                    "member": self.name,
+                    "service": "web",
+                    "ttl": "4s",
+                    "loop_wait": "1s",
+                    "hooks": {
+                        "promote": {
+                            "command": ["sh", "-c", f"echo primary > {self.dir / 'role'}"],
+                            "timeout": "5s",
+                        },
+                        "demote": {
+                            "command": ["sh", "-c", f"echo standby > {self.dir / 'role'}"],
+                            "timeout": "5s",
+                        },
+                    },
+                }
+            },
             "probes": {
                 "web-http": {
                     "kind": "http",
