@@ -148,6 +148,7 @@ class Agent:
                     self.audit,
                     partial(self.service_health, group.service),
                     failover_after(cfg, group),
+                    self.metrics,
                 )
         self.group_ops = GroupOperations(self.groups, self.events, self.audit)
         self.supervisor.listeners.append(self._service_changed)

@@ -40,6 +40,7 @@ from agent.audit import AuditLog
 from agent.config import CommandStep, Group
 from agent.events import EventLog
 from agent.failover.lease import Handover, Leader, LeaseStore, LeaseStoreError, MemberRecord
+from agent.metrics import GROUP_ROLES, Metrics
 
 log = logging.getLogger("hadeck.failover")
 
@@ -98,10 +99,12 @@ class GroupMember:
         audit: AuditLog,
         health: Callable[[], ServiceHealth],
         failover_after: float,
+        metrics: Metrics,
     ) -> None:
         self.group, self.cfg, self.member = group, cfg, member
         self.store, self.events, self.audit = store, events, audit
         self.health = health
+        self.metrics = metrics
         self.failover_after = failover_after
         self.safety = cfg.loop_wait
         self.role = Role.STANDBY
@@ -173,7 +176,14 @@ class GroupMember:
                 log.exception("group %s: loop step failed", self.group)
                 if self.role is not Role.STANDBY and time.monotonic() >= self.valid_until:
                     await self._demote("internal error and the lease deadline passed", {}, False)
+            self._publish_metrics()
             await self._sleep()
+
+    def _publish_metrics(self) -> None:
+        m = self.metrics
+        m.set_enum(m.group_role, (self.group, self.member), self.role.value, GROUP_ROLES)
+        m.group_routed.labels(self.group).set(1.0 if self.is_primary() else 0.0)
+        m.group_lease_valid.labels(self.group).set(self.valid_for() or 0.0)
 
     async def _sleep(self) -> None:
         timeout = self.cfg.loop_wait
@@ -279,6 +289,7 @@ class GroupMember:
             renewed = await self.store.renew(self.lease, self.cfg.ttl)
         except LeaseStoreError as exc:
             self.renew_failures += 1
+            self.metrics.group_renew_failures.labels(self.group).inc()
             self._store_failed(exc)
             return  # still valid until the deadline; the loop wakes there
         self._store_ok()
@@ -459,6 +470,7 @@ class GroupMember:
         self.role = Role.PRIMARY
         self._last_holder = self.member
         p = self._promotion
+        self.metrics.group_promotions.labels(self.group, p["kind"]).inc()
         steps = {**self._acquired, "promote": round(time.monotonic() - self._promote_started, 3)}
         entry = Handover(
             group=self.group,

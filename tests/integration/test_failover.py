@@ -90,6 +90,10 @@ def test_one_member_becomes_primary_with_a_fencing_token(group: Start) -> None:
         token = int(primary.role_file.read_text().split()[1])
         st = primary.status()
         assert st["role"] == "primary" and st["token"] == token and st["leader"] == primary.name
+        metrics = primary.agent.text("/metrics", public=True)
+        role = f'hadeck_group_role{{group="pg",member="{primary.name}",role="primary"}} 1.0'
+        assert role in metrics
+        assert 'hadeck_group_promotions_total{group="pg",kind="failover"} 1.0' in metrics
         others = [m for m in members if m is not primary]
         for m in others:
             wait_for(lambda m=m: m.status()["leader"] == primary.name, 10, f"{m.name} sees leader")
