@@ -174,11 +174,11 @@ def probe_target(cfg: config.ProbeConfig) -> str:
     return cfg.kind
 
 
-def probe_status(agent: AgentView) -> list[ProbeStatus]:
+def probe_status(agent: AgentView, recent_results: int = 20) -> list[ProbeStatus]:
     out = []
     for name, r in agent.supervisor.probes.items():
         d = r.detector
-        recent = r.recent()
+        recent = r.recent(recent_results) if recent_results else r.recent(1)
         out.append(
             ProbeStatus(
                 name=name,
@@ -194,7 +194,7 @@ def probe_status(agent: AgentView) -> list[ProbeStatus]:
                 consecutive_successes=d.successes,
                 services=list(r.services),
                 last=recent[-1] if recent else None,
-                recent=recent,
+                recent=recent if recent_results else [],
             )
         )
     return out
@@ -290,10 +290,19 @@ def build_api(agent: AgentView) -> FastAPI:
     _add_group_routes(app, agent)
 
     @app.get("/api/v1/status", response_model=HostStatus)
-    async def status() -> HostStatus:
+    async def status(
+        recent: Annotated[
+            int,
+            Query(
+                ge=0,
+                le=50,
+                description="Recent results per probe (sparklines); 0 for a slim fleet poll.",
+            ),
+        ] = 20,
+    ) -> HostStatus:
         now = time.time()
         services = service_status(agent)
-        probes = probe_status(agent)
+        probes = probe_status(agent, recent)
         problems = agent.store.events(limit=10, min_severity="warning")
         return HostStatus(
             host=agent.config.agent.name,

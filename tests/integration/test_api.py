@@ -149,6 +149,11 @@ def test_status_summarises_the_host(agent):
     wait_for(lambda: agent.get("/api/v1/status")["resources"]["sampled_at"], 10, "resources")
     res = agent.get("/api/v1/status")["resources"]
     assert 0 <= res["cpu_ratio"] <= 1 and res["memory_total_bytes"] > 0 and res["disks"]
+    # The fleet poll asks for a slim answer: states and last results, no history.
+    wait_for(lambda: all(p["recent"] for p in agent.get("/api/v1/status")["probes"]), 10, "runs")
+    slim = agent.get("/api/v1/status", recent=0)
+    assert all(p["recent"] == [] and p["last"] is not None for p in slim["probes"])
+    assert all(len(p["recent"]) <= 2 for p in agent.get("/api/v1/status", recent=2)["probes"])
 
 
 def test_events_since_cursor_returns_only_newer(agent):
