@@ -1,11 +1,12 @@
 """Action plans: what an operator is about to do, spelled out before it is done.
 
-Every action in the console (restart, run a probe, run a runbook, and later
-failover, rollback, restore, silence) is built as a `Plan` first. The
-confirmation dialog shows the plan verbatim: the host, the exact commands the
-agent will run, and what can go wrong. Only a confirmed plan is executed, and
-its result comes back as an `Outcome`. No Textual here, so the plans are
-unit-tested and a future CLI can reuse them.
+Every action in the console (restart, run a probe, run a runbook, an HA group's
+switchover, failover, pause and resume, draining a member in HAProxy, and later
+rollback, restore, silence) is built as a `Plan` first. The confirmation dialog
+shows the plan verbatim: the host, the endpoint and body of the request, what
+will run, and what can go wrong. Only a confirmed plan is executed, and its
+result comes back as an `Outcome`. No Textual here, so the plans are unit-tested
+and a future CLI can reuse them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,23 @@ import os
 import re
 import shlex
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from agent.schema import ActionResult, ProbeStatus, Runbook, ServiceStatus
+from agent.schema import (
+    ActionResult,
+    GroupActionResult,
+    GroupMemberStatus,
+    GroupStatus,
+    ProbeStatus,
+    Runbook,
+    ServiceStatus,
+)
 from console.agent_client import AgentClient, AgentRefused
+from console.haproxy import AdminState, HaproxyError, HaproxyRuntime
+from console.inventory import Haproxy
 from console.transport import TransportError
 
 _ACTOR_CHARS = re.compile(r"[^A-Za-z0-9_.@+-]")
@@ -32,7 +46,23 @@ def operator_identity() -> str:
 
 
 @dataclass(frozen=True)
+class HaproxyCommand:
+    """A server state change through HAProxy's runtime API, instead of a request to an agent."""
+
+    socket: Path
+    backend: str
+    server: str
+    state: AdminState
+    timeout: float = 3.0
+
+    @property
+    def line(self) -> str:
+        return f"set server {self.backend}/{self.server} state {self.state}"
+
+
+@dataclass(frozen=True)
 class Plan:
+    #: The host whose agent receives the request (for HAProxy plans: the member's host).
     host: str
     action: str
     target: str
@@ -45,10 +75,16 @@ class Plan:
     #: A forced, dangerous action asks the operator to type this word.
     type_to_confirm: str | None = None
     timeout: float = 120.0
+    #: Request fields sent with the operator's reason (`to`, `confirm`).
+    body: dict[str, Any] = field(default_factory=dict)
+    #: Set when the plan acts through HAProxy's runtime API rather than an agent.
+    haproxy: HaproxyCommand | None = None
+    #: What the notification and the dialog call it, when "action target on host" misleads.
+    heading: str | None = None
 
     @property
     def title(self) -> str:
-        return f"{self.action} {self.target} on {self.host}"
+        return self.heading or f"{self.action} {self.target} on {self.host}"
 
 
 @dataclass(frozen=True)
@@ -56,7 +92,7 @@ class Outcome:
     plan: Plan
     ok: bool
     message: str
-    result: ActionResult | None = None
+    result: ActionResult | GroupActionResult | None = None
 
 
 def restart(host: str, svc: ServiceStatus) -> Plan:
@@ -100,10 +136,259 @@ def run_runbook(host: str, book: Runbook) -> Plan:
     )
 
 
-def execute(client: AgentClient, plan: Plan, actor: str, reason: str = "") -> Outcome:
+# -- HA groups ----------------------------------------------------------------
+
+
+def _group_path(group: str, action: str) -> str:
+    return f"/api/v1/groups/{group}/{action}"
+
+
+def _primary(gs: GroupStatus) -> GroupMemberStatus | None:
+    """The lease holder's member record, if the store has one."""
+    return next((m for m in gs.members if m.member == gs.leader), None)
+
+
+def best_standby(gs: GroupStatus) -> GroupMemberStatus | None:
+    """The standby a switchover without a target goes to: the agent's own ranking (eligible,
+    lowest lag, then highest priority, then name)."""
+    eligible = [m for m in gs.members if m.member != gs.leader and m.note == "eligible"]
+    eligible.sort(key=lambda m: (m.lag or 0.0, -m.priority, m.member))
+    return eligible[0] if eligible else None
+
+
+def _lag(lag: float | None) -> str:
+    return "lag unknown" if lag is None else f"lag {lag:.1f}s"
+
+
+def switchover(host: str, gs: GroupStatus, to: str | None) -> Plan:
+    """Planned handover from the healthy primary to `to` (None: the best standby, chosen by
+    the agents when it happens). Sent to `host`'s agent; any member's agent takes it."""
+    g = gs.name
+    primary = gs.leader
+    if to is not None and to == primary:
+        raise ValueError(f"{to} is already the primary of {g}: pick a standby to switch over to")
+    target = next((m for m in gs.members if m.member == to), None) if to else best_standby(gs)
+    warnings = []
+    if gs.paused:
+        warnings.append(f"{g} is paused: the agent refuses a switchover until it is resumed")
+    rec = _primary(gs)
+    if primary is None:
+        warnings.append(f"{g} has no primary: the agent refuses; use a forced failover")
+    elif rec is None or not rec.healthy:
+        warnings.append(
+            f"the primary {primary} is not healthy: the agent refuses; use a forced failover"
+        )
+    if to is not None and target is None:
+        warnings.append(f"{to} has no member record in the lease store: the agent refuses")
+    elif target is not None and target.note != "eligible":
+        warnings.append(f"{target.member} cannot become primary now: {target.note}")
+    elif target is None:
+        warnings.append(f"no standby of {g} is eligible now: the agent refuses")
+    if primary is not None:
+        warnings.append(f"clients connected to {primary} are cut when it demotes")
+    if target is None:
+        who = new = to or "the best standby"
+    else:
+        new = target.member
+        who = f"{new} ({_lag(target.lag)}, priority {target.priority})"
+        if to is None:
+            who = f"the best eligible standby, now {who},"
+    runs = [
+        f"{primary or 'the primary'} runs its demote hook and releases the lease of {g}",
+        f"{who} takes the lease and runs its promote hook",
+        f"HAProxy follows: /groups/{g}/primary answers 200 on {new} only",
+    ]
+    return Plan(
+        host,
+        "switchover",
+        g,
+        _group_path(g, "switchover"),
+        runs,
+        warnings,
+        timeout=120.0 + 3 * gs.ttl,
+        body={"to": to} if to is not None else {},
+        heading=f"switchover {g} from {primary or 'no primary'} to {to or 'the best standby'}",
+    )
+
+
+def failover(host: str, gs: GroupStatus, to: str) -> Plan:
+    """Forced promotion of `to` when there is no healthy primary; the operator types the
+    group's name. Whatever `to` has not replicated (its lag) may be lost."""
+    g = gs.name
+    primary = gs.leader
+    if to == primary:
+        raise ValueError(f"{to} already holds the lease of {g}: pick another member to promote")
+    target = next((m for m in gs.members if m.member == to), None)
+    rec = _primary(gs)
+    warnings = []
+    if target is None or target.lag is None:
+        warnings.append(
+            f"{to}'s replication lag is unknown: any data it has not replicated may be lost"
+        )
+    else:
+        warnings.append(
+            f"{to} lags {target.lag:.1f}s behind the primary: up to {target.lag:.1f}s of "
+            "writes it has not replicated may be lost"
+        )
+    if primary is None:
+        warnings.append(f"{g} has no primary (nobody holds the lease)")
+    elif rec is None:
+        warnings.append(f"the primary {primary} is absent: no fresh member record")
+    elif not rec.healthy:
+        warnings.append(f"the primary {primary} is not healthy: {rec.note}")
+    else:
+        warnings.append(
+            f"the primary {primary} is healthy: the agent refuses a forced failover; "
+            "use a switchover (no data loss)"
+        )
+    if target is None:
+        warnings.append(f"{to} has no member record in the lease store: the agent refuses")
+    elif not target.healthy:
+        warnings.append(f"{to} cannot serve: {target.note}; the agent refuses")
+    if gs.paused:
+        warnings.append(f"{g} is paused: a forced failover still goes ahead")
+    runs = []
+    if primary is not None:
+        runs.append(
+            f"{primary} runs its demote hook and releases the lease of {g} if its agent still "
+            f"runs; otherwise the lease expires (ttl {gs.ttl:g}s)"
+        )
+    runs += [
+        f"{to} takes the lease, with a new fencing token, and runs its promote hook, "
+        "even if its lag is over max_lag",
+        f"HAProxy follows: /groups/{g}/primary answers 200 on {to} only",
+    ]
+    return Plan(
+        host,
+        "forced failover",
+        g,
+        _group_path(g, "failover"),
+        runs,
+        warnings,
+        type_to_confirm=g,
+        timeout=120.0 + 3 * gs.ttl,
+        body={"to": to, "confirm": g},
+        heading=f"forced failover of {g} to {to}",
+    )
+
+
+def pause(host: str, gs: GroupStatus) -> Plan:
+    g = gs.name
+    warnings = [f"{g} is already paused"] if gs.paused else []
+    warnings.append(
+        "while paused, a failing primary is not replaced: clients wait until it recovers, "
+        "the group is resumed, or an operator forces a failover"
+    )
+    return Plan(
+        host,
+        "pause",
+        g,
+        _group_path(g, "pause"),
+        [
+            f"set the `paused` flag of {g} in the lease store ({gs.store})",
+            "every member stops automatic failover and promotion; state is still reported",
+        ],
+        warnings,
+        timeout=30.0,
+        heading=f"pause {g}",
+    )
+
+
+def resume(host: str, gs: GroupStatus) -> Plan:
+    g = gs.name
+    warnings = [] if gs.paused else [f"{g} is not paused"]
+    rec = _primary(gs)
+    if gs.paused and (rec is None or not rec.healthy):
+        warnings.append(
+            f"{g} has no healthy primary: the best eligible standby is promoted once resumed"
+        )
+    return Plan(
+        host,
+        "resume",
+        g,
+        _group_path(g, "resume"),
+        [
+            f"clear the `paused` flag of {g} in the lease store ({gs.store})",
+            "automatic failover and promotion are active again",
+        ],
+        warnings,
+        timeout=30.0,
+        heading=f"resume {g}",
+    )
+
+
+def _haproxy_plan(
+    host: str, gs: GroupStatus, member: str, config: Haproxy | None, state: AdminState
+) -> Plan:
+    g = gs.name
+    example = f"haproxy: {{socket: /run/haproxy/admin.sock, backends: {{{g}: {g}_primary}}}}"
+    if config is None:
+        raise ValueError(
+            f"no HAProxy in the inventory: add a top-level `{example}` "
+            "(group name -> backend; its servers are named after the member ids)"
+        )
+    backend = config.backends.get(g)
+    if backend is None:
+        raise ValueError(
+            f"no HAProxy backend for group {g} in the inventory: add `{g}: <backend>` "
+            f"under haproxy.backends (now: {', '.join(sorted(config.backends))})"
+        )
+    command = HaproxyCommand(config.socket, backend, member, state, config.timeout)
+    warnings = []
+    if state == "drain" and member == gs.leader:
+        warnings.append(
+            f"{member} is the primary: drained, it takes no new connections and {g} has no "
+            "other server to send them to; a switchover moves the primary instead"
+        )
+    if state == "ready":
+        warnings.append(
+            f"ready only lets HAProxy route to {member} while its check passes: "
+            f"/groups/{g}/primary answers 200 on the primary only"
+        )
+    warnings.append("HAProxy keeps no audit record: the agents' audit logs will not show this")
+    return Plan(
+        host,
+        state,
+        f"{member} in {backend}",
+        "",
+        [command.line],
+        warnings,
+        timeout=config.timeout,
+        haproxy=command,
+        heading=f"{state} {member} in HAProxy backend {backend}",
+    )
+
+
+def drain(host: str, gs: GroupStatus, member: str, config: Haproxy | None) -> Plan:
+    """HAProxy stops sending new connections to `member` (open ones stay): planned work."""
+    return _haproxy_plan(host, gs, member, config, "drain")
+
+
+def ready(host: str, gs: GroupStatus, member: str, config: Haproxy | None) -> Plan:
+    """Undo a drain (or maint): HAProxy routes to `member` again when its check passes."""
+    return _haproxy_plan(host, gs, member, config, "ready")
+
+
+# -- running a plan -------------------------------------------------------------
+
+
+def execute(
+    client: AgentClient,
+    plan: Plan,
+    actor: str,
+    reason: str = "",
+    haproxy: Callable[[Path, float], HaproxyRuntime] = HaproxyRuntime,
+) -> Outcome:
     """Blocking: run in a worker. Every failure becomes an Outcome, never an exception."""
+    if plan.haproxy is not None:
+        cmd = plan.haproxy
+        try:
+            haproxy(cmd.socket, cmd.timeout).set_state(cmd.backend, cmd.server, cmd.state)
+        except HaproxyError as exc:
+            return Outcome(plan, False, str(exc))
+        return Outcome(plan, True, f"HAProxy: {cmd.backend}/{cmd.server} is now {cmd.state}")
     try:
-        result = client.act(plan.path, actor, reason, plan.timeout)
+        result = client.act(plan.path, actor, reason, plan.timeout, plan.body)
     except AgentRefused as exc:
         return Outcome(plan, False, f"{plan.host} refused: {exc}")
     except TransportError as exc:

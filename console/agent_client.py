@@ -9,11 +9,20 @@ endpoint, not a KeyError three screens later.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from pydantic import TypeAdapter, ValidationError
 
-from agent.schema import ActionResult, AuditRecord, Event, HostStatus
+from agent.schema import (
+    ActionResult,
+    AuditRecord,
+    Event,
+    GroupActionResult,
+    HandoverRecord,
+    HostStatus,
+)
 from console.transport import Transport, TransportError
 
 M = TypeVar("M")
@@ -49,8 +58,10 @@ class AgentClient:
                 f"({exc.error_count()} problems, first: {exc.errors()[0]['msg']})"
             ) from None
 
-    def status(self) -> HostStatus:
-        return self._get("/api/v1/status", _HOST)
+    def status(self, recent: int = 20) -> HostStatus:
+        """`recent`: results per probe for sparklines; the fleet poll asks for 0 (a slim
+        answer: at a thousand hosts, parsing the full one costs the UI its frame rate)."""
+        return self._get("/api/v1/status", _HOST, recent=recent)
 
     def events(self, since: int | None = None, limit: int = 200) -> list[Event]:
         return self._get("/api/v1/events", _EVENTS, since=since, limit=limit)
@@ -58,17 +69,32 @@ class AgentClient:
     def audit(self, limit: int = 200) -> list[AuditRecord]:
         return self._get("/api/v1/audit", _AUDIT, limit=limit)
 
+    def history(self, group: str, limit: int = 50) -> list[HandoverRecord]:
+        """An HA group's handovers, newest first (any member's agent answers)."""
+        return self._get(f"/api/v1/groups/{quote(group, safe='')}/history", _HISTORY, limit=limit)
+
     def token(self) -> str:
         with self._token_lock:
             if self._token is None:
                 self._token = self.transport.read_token(self.timeout)
             return self._token
 
-    def act(self, path: str, actor: str, reason: str, timeout: float) -> ActionResult:
-        """POST a mutating action; the agent audits it with `actor` (the operator)."""
+    def act(
+        self,
+        path: str,
+        actor: str,
+        reason: str,
+        timeout: float,
+        body: Mapping[str, Any] | None = None,
+    ) -> ActionResult | GroupActionResult:
+        """POST a mutating action; the agent audits it with `actor` (the operator).
+
+        `body` adds request fields to the reason (an HA group action's `to`, `confirm`).
+        Service actions answer an ActionResult, group actions a GroupActionResult.
+        """
         headers = {"Authorization": f"Bearer {self.token()}", "X-Hadeck-Actor": actor}
         r = self.transport.request(
-            "POST", path, body={"reason": reason}, headers=headers, timeout=timeout
+            "POST", path, body={**(body or {}), "reason": reason}, headers=headers, timeout=timeout
         )
         if r.status == 401:
             with self._token_lock:
@@ -87,4 +113,8 @@ def _error_text(payload: Any) -> str:
 _HOST: TypeAdapter[HostStatus] = TypeAdapter(HostStatus)
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 _AUDIT: TypeAdapter[list[AuditRecord]] = TypeAdapter(list[AuditRecord])
-_RESULT: TypeAdapter[ActionResult] = TypeAdapter(ActionResult)
+_HISTORY: TypeAdapter[list[HandoverRecord]] = TypeAdapter(list[HandoverRecord])
+# Both forbid unknown fields, so an answer matches exactly one of them.
+_RESULT: TypeAdapter[ActionResult | GroupActionResult] = TypeAdapter(
+    ActionResult | GroupActionResult
+)

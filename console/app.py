@@ -20,18 +20,22 @@ from typing import ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.theme import Theme
 
 from console import actions, settings
 from console.actions import Outcome, Plan
 from console.agent_client import AgentClient
 from console.fleet import FleetModel
+from console.inventory import Haproxy
 from console.palette import HadeckCommands
 from console.poller import FleetPoller, Polled
 from console.screens.audit import AuditScreen
 from console.screens.base import HadeckScreen
 from console.screens.events import EventsScreen
 from console.screens.fleet import FleetScreen
+from console.screens.group_history import GroupHistory
+from console.screens.groups import GroupsScreen
 from console.screens.help import HelpScreen
 from console.screens.host import HostScreen
 from console.theming import DEFAULT, load_themes
@@ -39,13 +43,18 @@ from console.transport import TransportError
 from console.widgets.command_line import CommandLine
 from console.widgets.confirm import ConfirmAction
 
-COMMANDS_HELP = ["fleet", "events", "audit", "host ", "theme ", "help", "quit"]
+COMMANDS_HELP = ["fleet", "events", "audit", "groups", "host ", "theme ", "help", "quit"]
 
 
 class HadeckApp(App[None]):
     TITLE = "hadeck"
     CSS_PATH = "styles/console.tcss"
-    MODES: ClassVar = {"fleet": FleetScreen, "events": EventsScreen, "audit": AuditScreen}
+    MODES: ClassVar = {
+        "fleet": FleetScreen,
+        "events": EventsScreen,
+        "audit": AuditScreen,
+        "groups": GroupsScreen,
+    }
     DEFAULT_MODE = "fleet"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     COMMANDS = App.COMMANDS | {HadeckCommands}
@@ -55,6 +64,7 @@ class HadeckApp(App[None]):
         Binding("f", "goto('fleet')", "Fleet", id="app.fleet"),
         Binding("e", "goto('events')", "Events", id="app.events"),
         Binding("a", "goto('audit')", "Audit", id="app.audit"),
+        Binding("g", "goto('groups')", "Groups", id="app.groups"),
         Binding("ctrl+r", "poll_now", "Refresh", id="app.refresh"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
@@ -65,6 +75,7 @@ class HadeckApp(App[None]):
         clients: dict[str, AgentClient],
         *,
         environment: str | None = None,
+        haproxy: Haproxy | None = None,
         read_only: bool = False,
         actor: str | None = None,
         theme: str | None = None,
@@ -79,6 +90,8 @@ class HadeckApp(App[None]):
         self.model = model
         self.clients = clients
         self.environment = environment
+        #: Where drain and ready go (the inventory's `haproxy` section), if anywhere.
+        self.haproxy = haproxy
         self.read_only = read_only
         self.actor = actor or actions.operator_identity()
         self.notice = notice
@@ -139,7 +152,9 @@ class HadeckApp(App[None]):
         self._dirty = False
         screen = self.screen
         if isinstance(screen, HadeckScreen) and screen.is_mounted:
-            screen.refresh_view()
+            # A screen being torn down (the app exiting) may have lost its widgets already.
+            with contextlib.suppress(NoMatches):
+                screen.refresh_view()
 
     def action_poll_now(self) -> None:
         self.poller.poll_now()
@@ -216,6 +231,8 @@ class HadeckApp(App[None]):
                 self.screen.set_query(rest)
         elif word in ("audit", "a"):
             self.switch_mode("audit")
+        elif word in ("groups", "g"):
+            self.switch_mode("groups")
         elif word in ("host", "h"):
             self.open_host(rest)
         elif word == "theme":
@@ -280,8 +297,8 @@ def known_binding_ids() -> set[str]:
 
     ids = set()
     for cls in (
-        HadeckApp, FleetScreen, HostScreen, EventsScreen, AuditScreen, HelpScreen, ConfirmAction,
-        Cl, Pick,
+        HadeckApp, FleetScreen, HostScreen, EventsScreen, AuditScreen, GroupsScreen, HelpScreen,
+        ConfirmAction, GroupHistory, Cl, Pick,
     ):  # fmt: skip
         for b in cls.BINDINGS:
             if isinstance(b, Binding) and b.id:

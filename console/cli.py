@@ -44,6 +44,7 @@ def run_console(args: argparse.Namespace) -> int:
         model,
         clients,
         environment=inv.environment,
+        haproxy=inv.haproxy,
         read_only=args.read_only,
         theme=args.theme,
         keymap=keys,

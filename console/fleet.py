@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.schema import AuditRecord, Event, HostStatus
+from agent.schema import AuditRecord, Event, GroupStatus, HandoverRecord, HostStatus
 
 Connection = Literal["connecting", "live", "stale", "down"]
 Health = Literal["ok", "degraded", "down", "unknown"]
@@ -189,15 +189,32 @@ class FleetModel:
         query: str = "",
     ) -> list[FleetRow]:
         """Filtered and sorted rows. Status sorts worst first; everything else ascending."""
+        return self.view(now, sort=sort, reverse=reverse, query=query)[0]
+
+    def view(
+        self,
+        now: float | None = None,
+        *,
+        sort: str = "status",
+        reverse: bool | None = None,
+        query: str = "",
+    ) -> tuple[list[FleetRow], dict[str, int]]:
+        """The rows to show and the counts of the whole fleet by severity, in one pass."""
         now = time.time() if now is None else now
         match = compile_filter(query)
-        rows = [r for h in self.hosts.values() if match(h, (r := self.row(h, now)))]
+        counts = dict.fromkeys(RANK, 0)
+        rows = []
+        for h in self.hosts.values():
+            r = self.row(h, now)
+            counts[r.severity] += 1
+            if match(h, r):
+                rows.append(r)
         col = COLUMNS.index(sort)
         if reverse is None:
             reverse = sort in DESCENDING
         rows.sort(key=lambda r: r.key)
         rows.sort(key=lambda r: r.sort[col], reverse=reverse)  # type: ignore[arg-type,return-value]
-        return rows
+        return rows, counts
 
     def counts(self, now: float | None = None) -> dict[str, int]:
         now = time.time() if now is None else now
@@ -226,6 +243,139 @@ class FleetModel:
         out = [(h, r) for h, recs in self.audit.items() for r in recs]
         out.sort(key=lambda hr: hr[1].ts, reverse=True)
         return out
+
+    def groups(self, now: float | None = None) -> list[GroupView]:
+        now = time.time() if now is None else now
+        return group_views(self.hosts.values(), now, self.stale_after)
+
+
+# -- HA groups ---------------------------------------------------------------
+
+#: Primary first, then the members changing role, then the standbys.
+ROLE_ORDER = {"primary": 0, "demoting": 1, "promoting": 2, "standby": 3}
+
+
+@dataclass(frozen=True)
+class GroupMemberView:
+    """One member of an HA group, as its own agent reports it (or, for a member whose host
+    is not in the inventory or never answered, as the lease store's member record says)."""
+
+    group: str
+    member: str
+    #: The inventory host whose agent is this member; None when only the store knows it.
+    host: str | None
+    role: str
+    #: Whether it answers 200 on /groups/<g>/primary (None: its agent is not heard).
+    routed: bool | None
+    healthy: bool
+    lag: float | None
+    priority: int
+    #: `eligible`, or why it cannot become primary (from the store's member records).
+    note: str
+    #: The console's connection to its host (None: no host).
+    connection: Connection | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}/{self.member}"
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """An HA group as the console shows it: the members, and the group-wide state as one
+    member reported it (`reported_by`: the leader's host if it is fresh, else another
+    fresh one; when none is fresh, the leader's host again, else the most recently heard)."""
+
+    name: str
+    members: list[GroupMemberView]
+    #: The host whose report `status` is, and the request target for group-wide actions.
+    reported_by: str
+    fresh: bool
+    status: GroupStatus
+
+    @property
+    def leader(self) -> str | None:
+        return self.status.leader
+
+    @property
+    def token(self) -> int | None:
+        return self.status.token
+
+    @property
+    def lease_ttl_left(self) -> float | None:
+        return self.status.lease_ttl_left
+
+    @property
+    def paused(self) -> bool:
+        return self.status.paused
+
+    @property
+    def last_handover(self) -> HandoverRecord | None:
+        return self.status.last_handover
+
+    @property
+    def request(self) -> dict[str, object] | None:
+        return self.status.request
+
+    def member(self, member: str) -> GroupMemberView | None:
+        return next((m for m in self.members if m.member == member), None)
+
+    def hosts(self) -> list[str]:
+        """Hosts with an agent in this group, the reporting one first."""
+        others = sorted({m.host for m in self.members if m.host and m.host != self.reported_by})
+        return [self.reported_by, *others]
+
+
+def group_views(hosts: Iterable[HostState], now: float, stale_after: float) -> list[GroupView]:
+    """Every group any host reports, by name, each with its members primary first.
+
+    Pure: what the agents last said, arranged. Which member is primary, healthy or
+    eligible is the agents' judgement; the console adds only whether it still hears them.
+    """
+    reports: dict[str, list[tuple[HostState, GroupStatus, Connection]]] = {}
+    for h in hosts:
+        if h.status is None:
+            continue
+        conn = h.connection(now, stale_after)
+        for g in h.status.groups:
+            reports.setdefault(g.name, []).append((h, g, conn))
+    views = []
+    for name in sorted(reports):
+        seen = reports[name]
+
+        def preference(r: tuple[HostState, GroupStatus, Connection]) -> tuple[object, ...]:
+            h, g, conn = r
+            leads = g.leader is not None and g.leader == g.member
+            return (conn != "live", not leads, -(h.last_seen or 0.0), h.name)
+
+        best_host, best, best_conn = min(seen, key=preference)
+        records = {r.member: r for r in best.members}
+        members: dict[str, GroupMemberView] = {}
+        for h, g, conn in seen:
+            rec = records.get(g.member)
+            members[g.member] = GroupMemberView(
+                name, g.member, h.name, g.role, g.routed, g.healthy, g.lag, g.priority,
+                rec.note if rec else "no member record in the lease store",
+                conn,
+            )  # fmt: skip
+        for rec in best.members:
+            if rec.member not in members:
+                members[rec.member] = GroupMemberView(
+                    name, rec.member, None, rec.role, None, rec.healthy, rec.lag, rec.priority,
+                    rec.note, None,
+                )  # fmt: skip
+        ordered = sorted(
+            members.values(),
+            key=lambda m: (
+                ROLE_ORDER.get(m.role, 4),
+                m.note != "eligible",
+                m.lag or 0.0,
+                -m.priority,
+                m.member,
+            ),
+        )
+        views.append(GroupView(name, ordered, best_host.name, best_conn == "live", best))
+    return views
 
 
 def compile_filter(query: str) -> Callable[[HostState, FleetRow], bool]:

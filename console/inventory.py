@@ -78,11 +78,40 @@ class Polling(Strict):
     concurrency: int = Field(default=16, ge=1, le=256)
 
 
+#: HAProxy's rule for backend and server names (console/haproxy.py checks it again).
+_HAPROXY_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,256}$")
+
+
+class Haproxy(Strict):
+    """HAProxy's runtime API as the console reaches it, for draining a group's members.
+
+    The socket is on the machine the console runs on (HAProxy there, or the socket
+    forwarded to it); the servers of each backend are named after the group's member ids.
+    """
+
+    socket: Path
+    timeout: Duration = 3.0
+    #: HA group name -> the HAProxy backend that routes to its primary.
+    backends: dict[str, str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self) -> Haproxy:
+        for group, backend in self.backends.items():
+            if not _HAPROXY_NAME.match(backend):
+                raise ValueError(
+                    f"backends.{group}: {backend!r} is not an HAProxy backend name "
+                    "(letters, digits, '.', '_', '-', ':')"
+                )
+        return self
+
+
 class Inventory(Strict):
     #: Shown in the header in the warning colour, e.g. "production".
     environment: str | None = None
     polling: Polling = Polling()
     hosts: dict[str, Host] = Field(min_length=1)
+    #: Optional: lets the groups screen drain a member in HAProxy and make it ready again.
+    haproxy: Haproxy | None = None
 
     @model_validator(mode="after")
     def _names(self) -> Inventory:

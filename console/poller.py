@@ -46,12 +46,14 @@ class FleetPoller:
         self.cursors: dict[str, int | None] = dict.fromkeys(clients)
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll")
         self._wake: dict[str, asyncio.Event] = {}
+        #: The host whose screen is open gets full answers (sparklines); the rest slim ones.
+        self.detail: str | None = None
 
     def fetch(self, host: str) -> Polled:
         """Blocking: one status and the events since the last seen one."""
         client = self.clients[host]
         try:
-            status = client.status()
+            status = client.status(recent=20 if host == self.detail else 0)
             cursor = self.cursors[host]
             events = client.events(since=cursor, limit=200 if cursor is not None else 50)
         except TransportError as exc:

@@ -12,6 +12,8 @@ from console.screens.base import HadeckScreen
 from console.theming import severity_style
 from console.widgets.titlebar import TitleBar
 
+SEVERITY_COLOURED = frozenset({"status", "services", "seen"})
+
 
 class FleetScreen(HadeckScreen):
     where = "fleet"
@@ -52,13 +54,15 @@ class FleetScreen(HadeckScreen):
     # -- view ------------------------------------------------------------------
 
     def rows(self) -> list[FleetRow]:
-        return self.model.rows(
+        return self.view()[0]
+
+    def view(self) -> tuple[list[FleetRow], dict[str, int]]:
+        return self.model.view(
             self.hadeck.clock(), sort=self.sort, reverse=self.reverse, query=self.query_text
         )
 
     def refresh_view(self) -> None:
-        rows = self.rows()
-        counts = self.model.counts(self.hadeck.clock())
+        rows, counts = self.view()
         theme = self.app.current_theme
         summary = "  ".join(
             f"[{severity_style(theme, k)}]{n} {k}[/]" for k, n in counts.items() if n
@@ -104,9 +108,14 @@ class FleetScreen(HadeckScreen):
                 if old is None:
                     table.add_row(*cells, key=r.key)
                 else:
+                    recolour = old[-1] != r.severity
                     for col, new, before, cell in zip(COLUMNS, values, old, cells, strict=False):
-                        if new != before or col == "status":
-                            table.update_cell(r.key, col, cell, update_width=True)
+                        if new != before or (recolour and col in SEVERITY_COLOURED):
+                            # Columns only grow: shrinking makes Textual re-measure every cell
+                            # of the column, which at a thousand hosts costs seconds.
+                            width = cell.cell_len if isinstance(cell, Text) else len(str(cell))
+                            grow = width > table.columns[col].content_width  # type: ignore[index]
+                            table.update_cell(r.key, col, cell, update_width=grow)
                 self.cells[r.key] = values
             order = [r.key for r in rows]
             if order != self.shown:

@@ -63,7 +63,14 @@ class HostScreen(HadeckScreen):
             e.add_column(c.upper(), key=c)
         self.query_one("#evidence", Static).border_title = "evidence"
         s.focus()
+        # This host's polls now bring full answers (latency history for the sparklines).
+        self.hadeck.poller.detail = self.host
+        self.hadeck.poller.poll_now(self.host)
         self.refresh_view()
+
+    def on_unmount(self) -> None:
+        if self.hadeck.poller.detail == self.host:
+            self.hadeck.poller.detail = None
 
     # -- view ------------------------------------------------------------------
 

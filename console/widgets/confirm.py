@@ -1,16 +1,21 @@
 """The one confirmation every action goes through: the plan, verbatim, then yes or no.
 
-It shows the host, exactly what will run, and the warnings; it takes an optional
-reason for the audit log; a forced action (type_to_confirm) stays disabled until
-the operator has typed the word. It returns the reason, or None when cancelled.
+It shows the host, the endpoint and the request body, exactly what will run,
+and the warnings; it takes an optional reason for the audit log; a forced
+action (type_to_confirm) stays disabled until the operator has typed the word.
+It returns the reason, or None when cancelled.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -24,9 +29,11 @@ class ConfirmAction(ModalScreen[str | None]):
         width: 90; max-width: 95%; height: auto; max-height: 90%;
         border: thick $warning; background: $surface; padding: 1 2;
     }
+    ConfirmAction #plan { height: auto; }
     ConfirmAction .title { text-style: bold; margin-bottom: 1; }
-    ConfirmAction .runs { background: $panel; padding: 0 1; margin-bottom: 1; }
-    ConfirmAction .warning { color: $warning; }
+    ConfirmAction .runs { background: $panel; padding: 0 1; }
+    ConfirmAction .warning { color: $warning; max-width: 100%; }
+    ConfirmAction .warning.last { margin-bottom: 1; }
     ConfirmAction Input { margin-top: 1; }
     ConfirmAction Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
     ConfirmAction Button { margin-left: 2; }
@@ -40,12 +47,22 @@ class ConfirmAction(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         p = self.plan
         with Vertical():
-            yield Label(f"{p.action.capitalize()} {p.target} on {p.host}?", classes="title")
-            yield Label(f"host: {p.host}    agent endpoint: POST {p.path}")
-            yield Label("will run:")
-            yield Static(Text("\n".join(p.runs)), classes="runs", id="runs")
-            for w in p.warnings:
-                yield Label(f"! {w}", classes="warning")
+            yield Label(f"{p.title[:1].upper()}{p.title[1:]}?", classes="title")
+            # The plan scrolls when it does not fit (a forced failover at 80x24); the title,
+            # the inputs and the buttons stay in view.
+            with VerticalScroll(id="plan"):
+                # What can go wrong first: at 80x24 it is what stays in view.
+                for i, w in enumerate(p.warnings):
+                    last = i == len(p.warnings) - 1
+                    yield Label(f"! {w}", classes="warning last" if last else "warning")
+                if p.haproxy is None:
+                    yield Label(f"host: {p.host}    agent endpoint: POST {p.path}")
+                else:
+                    yield Label(f"HAProxy runtime API: {p.haproxy.socket} (from this console)")
+                if p.body:
+                    yield Label(f"request body: {_body(p.body)}", id="body")
+                yield Label("will run:")
+                yield Static(Text("\n".join(p.runs)), classes="runs", id="runs")
             yield Input(placeholder="reason (for the audit log, optional)", id="reason")
             if p.type_to_confirm:
                 yield Input(placeholder=f"type {p.type_to_confirm!r} to confirm", id="typed")
@@ -56,7 +73,18 @@ class ConfirmAction(ModalScreen[str | None]):
                 )
 
     def on_mount(self) -> None:
+        self._fit_plan()
         self.query_one("#reason", Input).focus()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_plan()
+
+    def _fit_plan(self) -> None:
+        # The dialog's 90% of the screen, less what must stay visible: border and padding
+        # (4), title (2), each input (4), buttons (4).
+        fixed = 4 + 2 + 4 + 4 + (4 if self.plan.type_to_confirm else 0)
+        room = int(self.size.height * 0.9) - fixed
+        self.query_one("#plan", VerticalScroll).styles.max_height = max(3, room)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "typed":
@@ -77,3 +105,9 @@ class ConfirmAction(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _body(fields: dict[str, Any]) -> str:
+    """The JSON the agent receives; the reason is whatever is typed below."""
+    parts = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in fields.items()]
+    return "{" + ", ".join([*parts, '"reason": <below>']) + "}"

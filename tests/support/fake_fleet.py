@@ -15,6 +15,10 @@ from agent.schema import (
     ActionResult,
     DiskUsage,
     Event,
+    GroupActionResult,
+    GroupMemberStatus,
+    GroupStatus,
+    HandoverRecord,
     HostStatus,
     ProbeResult,
     ProbeStatus,
@@ -28,9 +32,85 @@ from console.fleet import FleetModel
 from console.transport import Response, Transport, TransportError
 
 NOW = 1_800_000_000.0  # a fixed clock: snapshots must not depend on the time of day
+GROUP = "pg"
+#: HA group `pg`: db-01 is the primary, db-04 its standby (the fleet screen does not show it).
+GROUP_HOSTS = {"db-01": "primary", "db-04": "standby"}
+
+HANDOVERS = [
+    HandoverRecord(
+        at=NOW - 3 * 3600,
+        from_member="db-04",
+        to_member="db-01",
+        token=7,
+        kind="switchover",
+        reason="kernel update on db-04",
+        actor="bob@bastion",
+        steps={"detect": 0.0, "acquire": 0.004, "promote": 1.2},
+    ),
+    HandoverRecord(
+        at=NOW - 2 * 86400,
+        from_member=None,
+        to_member="db-04",
+        token=6,
+        kind="failover",
+        reason="no primary holds the lease",
+        actor="hadeck-agent",
+        steps={"detect": 4.9, "acquire": 0.003, "promote": 0.8},
+    ),
+]
 
 
-def host_status(name: str, *, down: bool = False, cpu: float = 0.1, seed: int = 0) -> HostStatus:
+def group_members(lag: float = 0.4) -> list[GroupMemberStatus]:
+    return [
+        GroupMemberStatus(
+            member="db-01", healthy=True, lag=0.0, priority=100, role="primary",
+            note="eligible", address="10.0.0.1:9441", updated_at=NOW - 0.5,
+        ),
+        GroupMemberStatus(
+            member="db-04", healthy=True, lag=lag, priority=50, role="standby",
+            note="eligible", address="10.0.0.4:9441", updated_at=NOW - 0.5,
+        ),
+    ]  # fmt: skip
+
+
+def group_status(
+    member: str, role: str, members: list[GroupMemberStatus] | None = None
+) -> GroupStatus:
+    members = members if members is not None else group_members()
+    own = next((m for m in members if m.member == member), None)
+    leader = next((m.member for m in members if m.role == "primary"), None)
+    return GroupStatus(
+        name=GROUP,
+        member=member,
+        role=role,
+        routed=role == "primary",
+        healthy=own.healthy if own else True,
+        lag=own.lag if own else None,
+        priority=own.priority if own else 100,
+        service="postgres",
+        paused=False,
+        leader=leader,
+        token=7 if leader else None,
+        lease_ttl_left=8.5 if leader else None,
+        valid_for=7.5 if role == "primary" else None,
+        ttl=10.0,
+        loop_wait=1.0,
+        store="etcd http://10.0.0.9:2379",
+        store_error=None,
+        request=None,
+        members=members,
+        last_handover=HANDOVERS[0],
+    )
+
+
+def host_status(
+    name: str,
+    *,
+    down: bool = False,
+    cpu: float = 0.1,
+    seed: int = 0,
+    groups: list[GroupStatus] | None = None,
+) -> HostStatus:
     recent = [
         ProbeResult(
             ts=NOW - 10 + i,
@@ -112,11 +192,16 @@ def host_status(name: str, *, down: bool = False, cpu: float = 0.1, seed: int = 
                 steps=[["app", "cache", "flush"]],
             )
         ],
+        groups=groups or [],
     )
 
 
 class FakeTransport(Transport):
-    """Answers like an agent would, from a HostStatus; records every POST."""
+    """Answers like an agent would, from a HostStatus; records every POST.
+
+    Group actions (`/api/v1/groups/<g>/<action>`) succeed at once with a GroupActionResult
+    naming the requested target; `/history` answers HANDOVERS.
+    """
 
     def __init__(self, name: str, status: HostStatus, events: list[Event] | None = None) -> None:
         self.name = name
@@ -141,6 +226,30 @@ class FakeTransport(Transport):
         if method == "POST":
             with self.lock:
                 self.posts.append((path, body, dict(headers or {})))
+            if path.startswith("/api/v1/groups/"):
+                _, _, _, _, group, action = path.split("/")
+                gs = next((g for g in self.status.groups if g.name == group), None)
+                leader = gs.leader if gs else None
+                # No target: a pause or resume leaves the primary, a switchover takes a standby.
+                members = gs.members if gs else []
+                standby = next((m.member for m in members if m.member != leader), None)
+                to = (body or {}).get("to") or (
+                    leader if action in ("pause", "resume") else standby
+                )
+                done = GroupActionResult(
+                    ok=True,
+                    action=action,
+                    group=group,
+                    actor=(headers or {}).get("X-Hadeck-Actor", "?"),
+                    message={"pause": "paused", "resume": "resumed"}.get(
+                        action, f"{to} is primary after 2.1s"
+                    ),
+                    from_member=leader,
+                    to_member=to,
+                    duration_seconds=2.1,
+                    audit_seq=2,
+                )
+                return Response(200, done.model_dump_json().encode())
             result = ActionResult(
                 ok=True,
                 action="restart",
@@ -158,6 +267,8 @@ class FakeTransport(Transport):
             return Response(200, json.dumps([e.model_dump() for e in self.events]).encode())
         if path.startswith("/api/v1/audit"):
             return Response(200, b"[]")
+        if path.startswith("/api/v1/groups/") and path.split("?")[0].endswith("/history"):
+            return Response(200, json.dumps([h.model_dump() for h in HANDOVERS]).encode())
         return Response(404, b'{"error": "not found"}')
 
     def read_token(self, timeout: float) -> str:
@@ -175,7 +286,9 @@ def fleet(
     transports: dict[str, FakeTransport] = {}
     for i in range(n):
         name = f"web-{i + 1:02d}" if i % 3 else f"db-{i + 1:02d}"
-        status = host_status(name, down=i in down, cpu=0.05 * (i + 1), seed=i)
+        role = GROUP_HOSTS.get(name)
+        groups = [group_status(name, role)] if role else None
+        status = host_status(name, down=i in down, cpu=0.05 * (i + 1), seed=i, groups=groups)
         events = [
             Event(
                 id=1,

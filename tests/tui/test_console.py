@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import socket
+import tempfile
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
-from textual.widgets import DataTable, Input
+from textual.widgets import Button, DataTable, Input, Static
 
+from agent.schema import GroupActionResult
+from console import actions
+from console.inventory import Haproxy
+from console.palette import HadeckCommands
 from console.screens.events import EventsScreen
 from console.screens.fleet import FleetScreen
+from console.screens.group_history import GroupHistory
+from console.screens.groups import GroupsScreen
 from console.screens.help import HelpScreen
 from console.screens.host import HostScreen
 from console.widgets.confirm import ConfirmAction
@@ -172,3 +182,197 @@ async def test_the_theme_choice_is_remembered(make_app: Callable[..., App]) -> N
     again, _ = make_app(theme=None)
     async with again.run_test(size=(120, 40)):
         assert again.theme == "hadeck-high-contrast"
+
+
+# -- HA groups ------------------------------------------------------------------------
+
+
+def group_rows(app: object) -> list[str]:
+    screen = app.screen  # type: ignore[attr-defined]
+    assert isinstance(screen, GroupsScreen)
+    table = screen.query_one(DataTable)
+    return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+
+
+async def finished(pilot: object, app: object) -> None:
+    def acted() -> bool:
+        """the action's outcome"""
+        return bool(app.outcomes)  # type: ignore[attr-defined]
+
+    await until(pilot, acted)  # type: ignore[arg-type]
+
+
+async def test_groups_screen_lists_members_primary_first(make_app: Callable[..., App]) -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g")
+        assert group_rows(app) == ["pg/db-01", "pg/db-04"]
+        table = app.screen.query_one(DataTable)
+        assert [str(c) for c in table.get_row_at(0)][:6] == [
+            "pg", "db-01", "db-01", "primary", "yes", "yes",
+        ]  # fmt: skip
+        summary = str(app.screen.query_one("#group-summary", Static).render())
+        assert "leader db-01  token 7  lease 8.5s left" in summary
+        assert "last handover 3h ago: switchover db-04 → db-01 by bob@bastion" in summary
+        await pilot.press("f", "colon", *"groups", "enter")
+        assert isinstance(app.screen, GroupsScreen)
+
+
+async def test_switchover_shows_the_target_and_sends_it_to_the_rows_agent(
+    make_app: Callable[..., App],
+) -> None:
+    app, transports = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g", "down", "s")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmAction)
+        assert dialog.plan.host == "db-04" and dialog.plan.body == {"to": "db-04"}
+        assert dialog.plan.runs[:2] == [
+            "db-01 runs its demote hook and releases the lease of pg",
+            "db-04 (lag 0.4s, priority 50) takes the lease and runs its promote hook",
+        ]
+        body = str(dialog.query_one("#body", Static).render())
+        assert body == 'request body: {"to": "db-04", "reason": <below>}'
+        await pilot.press("escape")  # cancelled: nothing sent
+        assert all(t.posts == [] for t in transports.values())
+        await pilot.press("s", *"kernel update", "enter")
+        await finished(pilot, app)
+        path, sent, headers = transports["db-04"].posts[0]
+        assert path == "/api/v1/groups/pg/switchover"
+        assert sent == {"to": "db-04", "reason": "kernel update"}
+        assert headers["X-Hadeck-Actor"] == "alice@bastion"
+        outcome = app.outcomes[0]
+        assert outcome.ok and isinstance(outcome.result, GroupActionResult)
+        # On the primary's row: to the best standby, chosen by the agents.
+        await pilot.press("up", "s")
+        assert isinstance(app.screen, ConfirmAction)
+        assert app.screen.plan.host == "db-01" and app.screen.plan.body == {}
+
+
+async def test_forced_failover_stays_disabled_until_the_group_name_is_typed(
+    make_app: Callable[..., App],
+) -> None:
+    app, transports = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g", "down", "F")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmAction) and dialog.plan.type_to_confirm == "pg"
+        assert dialog.plan.warnings[0].startswith("db-04 lags 0.4s behind the primary")
+        confirm = dialog.query_one("#confirm", Button)
+        assert confirm.disabled
+        await pilot.press("enter")  # in the reason box: nothing happens while disabled
+        assert app.screen is dialog
+        await pilot.press("tab", "p")
+        assert confirm.disabled
+        await pilot.press("g")
+        assert not confirm.disabled
+        await pilot.press("enter")
+        await finished(pilot, app)
+        path, sent, _ = transports["db-04"].posts[0]
+        assert path == "/api/v1/groups/pg/failover"
+        assert sent == {"to": "db-04", "confirm": "pg", "reason": ""}
+
+
+async def test_read_only_console_refuses_every_group_action(make_app: Callable[..., App]) -> None:
+    app, transports = make_app(read_only=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g", "down", "s", "F", "p", "u", "d", "r")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, GroupsScreen)  # no confirmation ever opened
+        for action in ("switchover", "failover", "pause", "resume", "drain", "ready"):
+            assert screen.check_action(action, ()) is None
+        view = app.model.groups(app.clock())[0]
+        app.request_action(actions.switchover("db-04", view.status, "db-04"))
+        await pilot.pause()
+        assert app.screen is screen
+        assert all(t.posts == [] for t in transports.values())
+        await pilot.press("h")  # reading the history is not an action
+        assert isinstance(app.screen, GroupHistory)
+
+
+async def test_history_lists_the_groups_handovers(make_app: Callable[..., App]) -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g", "down", "h")
+        modal = app.screen
+        assert isinstance(modal, GroupHistory) and modal.hosts == ["db-04", "db-01"]
+
+        def fetched() -> bool:
+            """the history"""
+            return modal.records is not None
+
+        await until(pilot, fetched)
+        table = modal.query_one(DataTable)
+        assert table.row_count == 2
+        assert [str(c) for c in table.get_row_at(0)] == [
+            "2027-01-15 05:00:00", "switchover", "db-04", "db-01", "bob@bastion",
+            "0s", "0.004s", "1.2s", "7", "kernel update on db-04",
+        ]  # fmt: skip
+        await pilot.press("escape")
+        assert isinstance(app.screen, GroupsScreen)
+
+
+async def test_drain_without_haproxy_says_what_to_add(make_app: Callable[..., App]) -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g", "d")
+        await pilot.pause()
+        assert isinstance(app.screen, GroupsScreen)
+        assert any(
+            "no HAProxy in the inventory: add a top-level `haproxy:" in n.message
+            for n in app._notifications
+        )
+
+
+async def test_drain_goes_to_haproxys_runtime_api(make_app: Callable[..., App]) -> None:
+    # A stand-in for HAProxy's admin socket: one command, an empty answer (success).
+    path = Path(tempfile.mkdtemp(prefix="hd-", dir="/tmp")) / "admin.sock"
+    got: list[bytes] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    server.settimeout(10)
+
+    def answer() -> None:
+        with server, server.accept()[0] as conn:
+            got.append(conn.recv(1024))
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    cfg = Haproxy(socket=path, backends={"pg": "pg_primary"})
+    app, transports = make_app(haproxy=cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g", "down", "d")
+        assert isinstance(app.screen, ConfirmAction)
+        assert app.screen.plan.runs == ["set server pg_primary/db-04 state drain"]
+        await pilot.press("enter")
+        await finished(pilot, app)
+    thread.join(5)
+    path.unlink(missing_ok=True)
+    path.parent.rmdir()
+    assert got == [b"set server pg_primary/db-04 state drain\n"]
+    assert app.outcomes[0].ok, app.outcomes[0].message
+    assert all(t.posts == [] for t in transports.values())
+
+
+async def test_the_palette_offers_each_groups_actions(make_app: Callable[..., App]) -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        names = [name for name, _, _ in HadeckCommands(app.screen).commands()]
+        assert {
+            "Go to groups",
+            "Switchover pg from db-01 to the best standby",
+            "Switchover pg from db-01 to db-04",
+            "Forced failover of pg to db-04",
+            "Pause pg",
+            "Handover history of pg",
+        } <= set(names)

@@ -14,7 +14,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tests.tui.conftest import App, loaded
+from console.screens.group_history import GroupHistory
+from tests.tui.conftest import App, loaded, until
 
 
 def prepared(*keys: str) -> Callable[[Pilot[Any]], Any]:
@@ -22,6 +23,13 @@ def prepared(*keys: str) -> Callable[[Pilot[Any]], Any]:
         await loaded(pilot)
         await pilot.press(*keys)
         await pilot.pause()
+        screen = pilot.app.screen
+
+        def fetched() -> bool:
+            """the handover history"""
+            return not isinstance(screen, GroupHistory) or screen.records is not None
+
+        await until(pilot, fetched)
         for box in pilot.app.screen.query(Input):
             box.cursor_blink = False
         pilot.app.tick()  # type: ignore[attr-defined]
@@ -37,6 +45,10 @@ SCREENS = {
     "confirm-restart": ("enter", "r"),
     "events": ("e",),
     "help": ("question_mark",),
+    "groups": ("g",),
+    "confirm-switchover": ("g", "down", "s"),
+    "confirm-failover": ("g", "down", "F"),
+    "group-history": ("g", "h"),
 }
 
 

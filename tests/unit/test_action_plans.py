@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from agent.schema import GroupActionResult, GroupStatus
 from console import actions
 from console.agent_client import AgentClient
+from console.haproxy import AdminState, HaproxyError, HaproxyRuntime
+from console.inventory import Haproxy
 from console.transport import Response
-from tests.support.fake_fleet import FakeTransport, host_status
+from tests.support.fake_fleet import (
+    FakeTransport,
+    group_members,
+    group_status,
+    host_status,
+)
 
 
 def test_restart_plan_shows_the_argv_and_warns_when_the_service_is_up() -> None:
@@ -69,3 +79,127 @@ def test_operator_identity_is_a_valid_actor(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SUDO_USER", "alice smith")
     actor = actions.operator_identity()
     assert actor.startswith("alice_smith@") and " " not in actor and len(actor) <= 64
+
+
+# -- HA groups --------------------------------------------------------------------------
+
+
+def pg(**update: object) -> GroupStatus:
+    return group_status("db-01", "primary").model_copy(update=update)
+
+
+def unhealthy_primary() -> GroupStatus:
+    members = group_members()
+    members[0] = members[0].model_copy(update={"healthy": False, "note": "postgres is down"})
+    return group_status("db-04", "standby", members)
+
+
+def test_switchover_to_a_standby_names_both_hooks_and_sends_the_target() -> None:
+    plan = actions.switchover("db-04", pg(), "db-04")
+    assert plan.host == "db-04" and plan.path == "/api/v1/groups/pg/switchover"
+    assert plan.body == {"to": "db-04"} and plan.type_to_confirm is None
+    assert plan.title == "switchover pg from db-01 to db-04"
+    assert plan.runs[0] == "db-01 runs its demote hook and releases the lease of pg"
+    assert plan.runs[1] == "db-04 (lag 0.4s, priority 50) takes the lease and runs its promote hook"
+    assert plan.warnings == ["clients connected to db-01 are cut when it demotes"]
+
+
+def test_switchover_without_a_target_leaves_the_choice_to_the_agents() -> None:
+    plan = actions.switchover("db-01", pg(), None)
+    assert plan.body == {}
+    assert plan.runs[1].startswith("the best eligible standby, now db-04 (lag 0.4s")
+    with pytest.raises(ValueError, match="already the primary"):
+        actions.switchover("db-01", pg(), "db-01")
+
+
+def test_switchover_warns_of_what_the_agent_will_refuse() -> None:
+    paused = actions.switchover("db-01", pg(paused=True), "db-04")
+    assert any("paused" in w and "resumed" in w for w in paused.warnings)
+    sick = actions.switchover("db-04", unhealthy_primary(), "db-04")
+    assert any("db-01 is not healthy" in w and "failover" in w for w in sick.warnings)
+    members = group_members()
+    members[1] = members[1].model_copy(update={"note": "lag 30s > max_lag 10s"})
+    lagging = actions.switchover("db-01", pg(members=members), None)
+    assert any("no standby of pg is eligible" in w for w in lagging.warnings)
+
+
+def test_forced_failover_asks_for_the_group_name_and_states_the_data_at_risk() -> None:
+    plan = actions.failover("db-04", unhealthy_primary(), "db-04")
+    assert plan.path == "/api/v1/groups/pg/failover" and plan.type_to_confirm == "pg"
+    assert plan.body == {"to": "db-04", "confirm": "pg"}
+    assert plan.warnings[0] == (
+        "db-04 lags 0.4s behind the primary: up to 0.4s of writes it has not replicated may be lost"
+    )
+    assert "the primary db-01 is not healthy: postgres is down" in plan.warnings
+    assert any("promote hook" in r for r in plan.runs)
+    no_lag = group_members()
+    no_lag[1] = no_lag[1].model_copy(update={"lag": None})
+    nobody = pg(leader=None, token=None, members=no_lag)
+    plan = actions.failover("db-04", nobody, "db-04")
+    assert "lag is unknown" in plan.warnings[0]
+    assert "pg has no primary (nobody holds the lease)" in plan.warnings
+    with pytest.raises(ValueError, match="already holds the lease"):
+        actions.failover("db-01", pg(), "db-01")
+    healthy = actions.failover("db-04", pg(), "db-04")
+    assert any("is healthy" in w and "switchover" in w for w in healthy.warnings)
+
+
+def test_pause_and_resume() -> None:
+    pause = actions.pause("db-01", pg())
+    assert pause.path == "/api/v1/groups/pg/pause" and pause.body == {}
+    assert "etcd http://10.0.0.9:2379" in pause.runs[0]
+    resume = actions.resume("db-01", pg(paused=True))
+    assert resume.path == "/api/v1/groups/pg/resume"
+    assert actions.resume("db-01", pg()).warnings == ["pg is not paused"]
+
+
+def test_drain_and_ready_need_haproxy_in_the_inventory() -> None:
+    with pytest.raises(ValueError, match=r"add a top-level `haproxy: \{socket: "):
+        actions.drain("db-01", pg(), "db-01", None)
+    other = Haproxy(socket=Path("/run/haproxy/admin.sock"), backends={"redis": "redis_primary"})
+    with pytest.raises(ValueError, match="no HAProxy backend for group pg"):
+        actions.drain("db-01", pg(), "db-01", other)
+    cfg = Haproxy(socket=Path("/run/haproxy/admin.sock"), backends={"pg": "pg_primary"})
+    plan = actions.drain("db-04", pg(), "db-04", cfg)
+    assert plan.runs == ["set server pg_primary/db-04 state drain"]
+    assert plan.haproxy is not None and plan.haproxy.socket == Path("/run/haproxy/admin.sock")
+    assert plan.title == "drain db-04 in HAProxy backend pg_primary"
+    primary = actions.drain("db-01", pg(), "db-01", cfg)
+    assert any("db-01 is the primary" in w for w in primary.warnings)
+    assert actions.ready("db-04", pg(), "db-04", cfg).runs == [
+        "set server pg_primary/db-04 state ready"
+    ]
+
+
+def test_haproxy_plans_run_through_the_runtime_api_not_an_agent() -> None:
+    t = FakeTransport("db-01", host_status("db-01"))
+    cfg = Haproxy(socket=Path("/run/h.sock"), timeout=1.5, backends={"pg": "pg_primary"})
+    calls: list[tuple[object, ...]] = []
+
+    class Runtime(HaproxyRuntime):
+        def set_state(self, backend: str, server: str, state: AdminState) -> None:
+            calls.append((self.socket_path, self.timeout, backend, server, state))
+            if server == "db-09":
+                raise HaproxyError(self.socket_path, "set server", "No such server.")
+
+    out = actions.execute(
+        AgentClient(t), actions.drain("db-01", pg(), "db-04", cfg), "alice", "", Runtime
+    )
+    assert out.ok and out.message == "HAProxy: pg_primary/db-04 is now drain"
+    assert calls == [(Path("/run/h.sock"), 1.5, "pg_primary", "db-04", "drain")]
+    assert t.posts == []
+    bad = actions.execute(
+        AgentClient(t), actions.ready("db-01", pg(), "db-09", cfg), "alice", "", Runtime
+    )
+    assert not bad.ok and bad.message.endswith("No such server.")
+
+
+def test_group_actions_send_their_fields_and_report_the_group_result() -> None:
+    t = FakeTransport("db-04", host_status("db-04", groups=[group_status("db-04", "standby")]))
+    plan = actions.failover("db-04", unhealthy_primary(), "db-04")
+    out = actions.execute(AgentClient(t), plan, "alice@bastion", "db-01 lost its disk")
+    path, body, _ = t.posts[0]
+    assert path == "/api/v1/groups/pg/failover"
+    assert body == {"to": "db-04", "confirm": "pg", "reason": "db-01 lost its disk"}
+    assert out.ok and out.message == "db-04 is primary after 2.1s"
+    assert isinstance(out.result, GroupActionResult) and out.result.to_member == "db-04"

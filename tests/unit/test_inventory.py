@@ -95,3 +95,27 @@ def test_check_inventory_exits_2_with_one_line_per_problem(
     ok = write(tmp_path, "hosts:\n  a: {local: {url: 'http://127.0.0.1:1'}}\n")
     assert main(["check-inventory", str(ok), "--json"]) == 0
     assert '"ok": true' in capsys.readouterr().out
+
+
+def test_an_haproxy_section_maps_groups_to_backends(tmp_path: Path) -> None:
+    hosts = 'hosts:\n  db-1:\n    local: {url: "http://127.0.0.1:9440"}\n'
+    inv = inventory.load(
+        write(
+            tmp_path,
+            hosts + "haproxy: {socket: /run/haproxy/admin.sock, backends: {pg: pg_primary}}\n",
+        )
+    )
+    assert inv.haproxy is not None and inv.haproxy.backends == {"pg": "pg_primary"}
+    assert str(inv.haproxy.socket) == "/run/haproxy/admin.sock" and inv.haproxy.timeout == 3.0
+    assert inventory.load(write(tmp_path, hosts)).haproxy is None
+    f = str(tmp_path / "inventory.yaml")
+    lines = problems(
+        write(tmp_path, hosts + "haproxy: {sock: /x, backends: {pg: 'pg;shutdown'}}\n")
+    )
+    assert f"{f}: haproxy.sock: unknown key" in lines
+    assert f"{f}: haproxy.socket: required field is missing" in lines
+    lines = problems(write(tmp_path, hosts + "haproxy: {socket: /x, backends: {pg: 'a;b'}}\n"))
+    assert lines == [
+        f"{f}: haproxy: backends.pg: 'a;b' is not an HAProxy backend name "
+        "(letters, digits, '.', '_', '-', ':')"
+    ]
