@@ -569,6 +569,11 @@ def parse_yaml(text: str) -> Any:
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:
     """Read, parse and validate a config file; every failure is a ConfigError."""
+    return validate(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """A YAML file's content; an unreadable file or invalid YAML is a ConfigError naming it."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -583,7 +588,7 @@ def load(path: str | os.PathLike[str]) -> AgentConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(file, "", f"invalid YAML: {where}{problem}")]) from None
-    return validate(data, file)
+    return data
 
 
 def read_secret(secret: Secret) -> str:

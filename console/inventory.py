@@ -12,17 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from agent.config import ConfigError, Duration, Problem, parse_yaml
+from agent.config import ConfigError, Duration, Problem, Strict, read_yaml
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_TOKEN_FILE = Path("/var/lib/hadeck/token")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Jump(Strict):
@@ -142,16 +137,4 @@ def validate(data: Any, file: str) -> Inventory:
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(file, "", f"cannot read: {exc.strerror}")]) from None
-    try:
-        data = parse_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(file, "", f"invalid YAML: {where}{problem}")]) from None
-    return validate(data, file)
+    return validate(read_yaml(path), str(path))

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support.agent import free_port
+from tests.support.components import missing
 from tests.support.wait import wait_for
 
 ETCD = Path("/usr/bin/etcd")
@@ -29,14 +29,8 @@ PACKAGE = "etcd-server"
 
 def require_etcd() -> None:
     """Skip (or, under CI=true, fail) when etcd is not installed."""
-    if ETCD.exists():
-        return
-    message = (
-        f"{ETCD} not found: install the Debian package {PACKAGE} (apt-get install -y {PACKAGE})"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    if not ETCD.exists():
+        missing(str(ETCD), PACKAGE)
 
 
 @dataclass

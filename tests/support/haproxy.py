@@ -9,7 +9,6 @@ Debian package may also have installed a system HAProxy; nothing here uses it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -17,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from console.haproxy import HaproxyError, HaproxyRuntime
 from tests.support.agent import free_port
+from tests.support.components import missing
 from tests.support.wait import wait_for
 
 HAPROXY = Path("/usr/sbin/haproxy")
@@ -33,14 +31,8 @@ _MAX_SOCKET_PATH = 100
 
 def require_haproxy() -> None:
     """Skip (or, under CI=true, fail) when HAProxy is not installed."""
-    if HAPROXY.exists():
-        return
-    message = (
-        f"{HAPROXY} not found: install the Debian package {PACKAGE} (apt-get install -y {PACKAGE})"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    if not HAPROXY.exists():
+        missing(str(HAPROXY), PACKAGE)
 
 
 @dataclass(frozen=True)

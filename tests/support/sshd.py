@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import pytest
 
+from tests.support import components
 from tests.support.agent import free_port
 from tests.support.wait import wait_for
 
@@ -33,7 +33,7 @@ PRIVSEP_DIR = Path("/run/sshd")
 
 def require_openssh() -> None:
     """Skip (or, under CI=true, fail) when OpenSSH's server or ssh-keygen is missing."""
-    missing = [
+    absent = [
         what
         for what, present in (
             (str(SSHD), SSHD.exists()),
@@ -41,15 +41,8 @@ def require_openssh() -> None:
         )
         if not present
     ]
-    if not missing:
-        return
-    message = (
-        f"{' and '.join(missing)} not found: install the Debian packages {PACKAGES} "
-        f"(apt-get install -y {PACKAGES})"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    if absent:
+        components.missing(" and ".join(absent), PACKAGES)
 
 
 def keygen(path: Path, comment: str) -> Path:
