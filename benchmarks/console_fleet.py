@@ -86,7 +86,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.pilot import WaitForScreenTimeout
-from textual.widgets import DataTable
 
 from agent.schema import HostStatus
 from console.agent_client import AgentClient
@@ -95,6 +94,7 @@ from console.fleet import FleetModel
 from console.poller import FleetPoller, Polled
 from console.screens.fleet import FleetScreen
 from console.transport import Response, Transport, TransportError
+from console.widgets.fleet_table import FleetTable
 
 HOSTS = 1000
 REFRESH_TARGET_MS = 50.0
@@ -458,14 +458,14 @@ class BenchApp(HadeckApp):
         if not isinstance(fleet, FleetScreen):
             return
         if self.first_frame_at is None and (
-            fleet.query_one(DataTable).row_count == len(self.model.hosts)
+            fleet.query_one(FleetTable).row_count == len(self.model.hosts)
         ):
             self.first_frame_at = self.milestone("first_frame_s")
         if (
             self.first_data_frame_at is None
             and self.all_polled_at is not None
-            and len(fleet.cells) == len(self.model.hosts)
-            and all(v[1] != "connecting" for v in fleet.cells.values())
+            and len(rows := fleet.query_one(FleetTable).rows) == len(self.model.hosts)
+            and all(r.values[1] != "connecting" for r in rows)
         ):
             self.first_data_frame_at = self.milestone("first_data_frame_s")
 
@@ -669,13 +669,14 @@ async def refreshes(
             updated = []
             while len(timings) < runs and (not timings or time.monotonic() < view_deadline):
                 repoll(hosts, model, changed, rng)
-                before = dict(screen.cells)
+                table = screen.query_one(FleetTable)
+                before = {r.key: r for r in table.rows}
                 timings.append(await one_refresh(app, pilot, screen))
                 slowest = max(slowest, timings[-1]["frame"])
-                updated.append(sum(before.get(k) != v for k, v in screen.cells.items()))
+                updated.append(sum(before.get(r.key) is not r for r in table.rows))
             views[label] = {
                 "runs": len(timings),
-                "rows": len(screen.cells),
+                "rows": screen.query_one(FleetTable).row_count,
                 "rows_changed_median": statistics.median(updated),
                 "switch_ms": None if switch is None else round(switch["frame"] * 1000, 1),
                 **{f"{k}_ms": summary([t[k] for t in timings]) for k in timings[0]},

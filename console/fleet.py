@@ -33,6 +33,9 @@ class HostState:
     error: str | None = None
     error_since: float | None = None
     events_cursor: int | None = None
+    #: What the fleet row shows of `status`, worked out once per poll, not once per redraw.
+    digest: Digest | None = None
+    roles: str = ""
 
     def connection(self, now: float, stale_after: float) -> Connection:
         if self.error is not None:
@@ -50,7 +53,7 @@ class HostState:
         s = self.status.summary
         if s.get("services_down", 0) > 0:
             return "down"
-        if any(s.get(k, 0) > 0 for k in ("probes_failing", "flapping", "gave_up")):
+        if s.get("probes_failing", 0) or s.get("flapping", 0) or s.get("gave_up", 0):
             return "degraded"
         return "ok"
 
@@ -72,6 +75,40 @@ def age(seconds: float) -> str:
     if s < 48 * 3600:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+
+
+@dataclass(frozen=True)
+class Digest:
+    services: str
+    failing: str
+    cpu: str
+    memory: str
+    disk: str
+    down: int
+    failing_count: int
+    cpu_ratio: float
+    memory_ratio: float
+    fullest: float
+
+    @classmethod
+    def of(cls, st: HostStatus) -> Digest:
+        up = st.summary.get("services_up", 0)
+        down = st.summary.get("services_down", 0)
+        failing = [p.name for p in st.probes if p.state == "down"]
+        res = st.resources
+        fullest = max((d.used_ratio for d in res.disks), default=None)
+        return cls(
+            f"{up}/{len(st.services)} up" + (f", {down} down" if down else ""),
+            ", ".join(failing[:3]) + (f" +{len(failing) - 3}" if len(failing) > 3 else "") or "-",
+            _pct(res.cpu_ratio),
+            _pct(res.memory_used_ratio),
+            _pct(fullest),
+            down,
+            len(failing),
+            res.cpu_ratio or 0.0,
+            res.memory_used_ratio or 0.0,
+            fullest or 0.0,
+        )
 
 
 @dataclass(frozen=True)
@@ -110,13 +147,15 @@ class FleetModel:
     audit: dict[str, list[AuditRecord]] = field(default_factory=dict)
 
     def add_host(self, name: str, labels: dict[str, str], via: str) -> None:
-        self.hosts[name] = HostState(name, dict(labels), via)
+        h = self.hosts[name] = HostState(name, dict(labels), via)
+        h.roles = ",".join(v for k, v in sorted(labels.items()) if k == "role")
 
     # -- inputs (called on the UI thread with what a worker fetched) ---------
 
     def polled(self, name: str, status: HostStatus, events: Iterable[Event], now: float) -> None:
         h = self.hosts[name]
         h.status, h.last_seen, h.error, h.error_since = status, now, None, None
+        h.digest = Digest.of(status)
         for e in events:
             if h.events_cursor is None or e.id > h.events_cursor:
                 self.events.append((name, e))
@@ -134,9 +173,9 @@ class FleetModel:
         conn = h.connection(now, self.stale_after)
         health = h.health()
         severity = conn if conn in ("stale", "down") else health
-        st = h.status
-        roles = ",".join(v for k, v in sorted(h.labels.items()) if k == "role")
-        if st is None:
+        d = h.digest
+        roles = h.roles
+        if d is None:
             return FleetRow(
                 h.name,
                 conn if conn != "live" else health,
@@ -150,32 +189,27 @@ class FleetModel:
                 severity,
                 (h.name, RANK[severity], 0, 0, roles, -1.0, -1.0, -1.0, h.last_seen or 0.0),
             )
-        up = st.summary.get("services_up", 0)
-        down = st.summary.get("services_down", 0)
-        failing = [p.name for p in st.probes if p.state == "down"]
-        res = st.resources
-        fullest = max((d.used_ratio for d in res.disks), default=None)
         status = health if conn == "live" else conn
         return FleetRow(
             h.name,
             status,
-            f"{up}/{len(st.services)} up" + (f", {down} down" if down else ""),
-            ", ".join(failing[:3]) + (f" +{len(failing) - 3}" if len(failing) > 3 else "") or "-",
+            d.services,
+            d.failing,
             roles,
-            _pct(res.cpu_ratio),
-            _pct(res.memory_used_ratio),
-            _pct(fullest),
+            d.cpu,
+            d.memory,
+            d.disk,
             h.badge(now, self.stale_after),
             severity,
             (
                 h.name,
                 RANK[severity],
-                down,
-                len(failing),
+                d.down,
+                d.failing_count,
                 roles,
-                res.cpu_ratio or 0.0,
-                res.memory_used_ratio or 0.0,
-                fullest or 0.0,
+                d.cpu_ratio,
+                d.memory_ratio,
+                d.fullest,
                 h.last_seen or 0.0,
             ),
         )

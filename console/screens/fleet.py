@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import Footer, Input
 
 from console.fleet import COLUMNS, DESCENDING, FleetRow
 from console.screens.base import HadeckScreen
 from console.theming import severity_style
+from console.widgets.fleet_table import FleetTable, TableRow
 from console.widgets.titlebar import TitleBar
-
-SEVERITY_COLOURED = frozenset({"status", "services", "seen"})
 
 
 class FleetScreen(HadeckScreen):
@@ -33,22 +31,17 @@ class FleetScreen(HadeckScreen):
         self.sort = "status"
         self.reverse: bool | None = None
         self.query_text = ""
-        self.shown: list[str] = []
-        self.cells: dict[str, tuple[str, ...]] = {}
+        self.cells: dict[str, TableRow] = {}
 
     def compose(self) -> ComposeResult:
         yield TitleBar()
         yield Input(placeholder="filter: name, role=web, status:down (Esc closes)", id="filter")
-        table: DataTable[str | Text] = DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield FleetTable(COLUMNS, id="fleet")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for c in COLUMNS:
-            table.add_column(c.upper(), key=c)
         self.query_one("#filter", Input).display = False
-        table.focus()
+        self.query_one(FleetTable).focus()
         self.refresh_view()
 
     # -- view ------------------------------------------------------------------
@@ -79,49 +72,32 @@ class FleetScreen(HadeckScreen):
         self.update_table(rows)
 
     def update_table(self, rows: list[FleetRow]) -> None:
-        """Touch only what changed: add, remove, update cells by key, then reorder."""
-        table = self.query_one(DataTable)
+        """Rows are rebuilt only when what they show changed; the table renders only those."""
         theme = self.app.current_theme
-        wanted = {r.key for r in rows}
-        with self.app.batch_update():
-            for key in [k for k in self.cells if k not in wanted]:
-                table.remove_row(key)
-                del self.cells[key]
-            for r in rows:
-                values = (
-                    r.key, r.status, r.services, r.failing, r.roles,
-                    r.cpu, r.memory, r.disk, r.seen, r.severity,
-                )  # fmt: skip
-                old = self.cells.get(r.key)
-                if old == values:
-                    continue
+        warn = severity_style(theme, "warning")
+        table = self.query_one(FleetTable)
+        built = []
+        for r in rows:
+            values = (
+                r.key, r.status, r.services, r.failing, r.roles,
+                r.cpu, r.memory, r.disk, r.seen, r.severity, theme.name,
+            )  # fmt: skip
+            row = self.cells.get(r.key)
+            if row is None or row.values != values:
                 style = severity_style(theme, r.severity)
-                warn = severity_style(theme, "warning")
-                cells = [
-                    Text(r.key, style="bold"),
-                    Text(r.status, style=style),
-                    Text(r.services, style=style if "down" in r.services else ""),
-                    Text(r.failing, style=warn if r.failing != "-" else ""),
-                    r.roles, r.cpu, r.memory, r.disk,
-                    Text(r.seen, style=style if r.seen != "live" else ""),
-                ]  # fmt: skip
-                if old is None:
-                    table.add_row(*cells, key=r.key)
-                else:
-                    recolour = old[-1] != r.severity
-                    for col, new, before, cell in zip(COLUMNS, values, old, cells, strict=False):
-                        if new != before or (recolour and col in SEVERITY_COLOURED):
-                            # Columns only grow: shrinking makes Textual re-measure every cell
-                            # of the column, which at a thousand hosts costs seconds.
-                            width = cell.cell_len if isinstance(cell, Text) else len(str(cell))
-                            grow = width > table.columns[col].content_width  # type: ignore[index]
-                            table.update_cell(r.key, col, cell, update_width=grow)
-                self.cells[r.key] = values
-            order = [r.key for r in rows]
-            if order != self.shown:
-                position = {k: i for i, k in enumerate(order)}
-                table.sort("host", key=lambda cell: position[str(cell)])
-                self.shown = order
+                styles = (
+                    "bold",
+                    style,
+                    style if "down" in r.services else "",
+                    warn if r.failing != "-" else "",
+                    "", "", "", "",
+                    style if r.seen != "live" else "",
+                )  # fmt: skip
+                row = self.cells[r.key] = table.make_row(r.key, values, styles)
+            built.append(row)
+        arrow = "" if self.reverse is None else (" v" if self.reverse else " ^")
+        table.header_note = {self.sort: arrow or (" v" if self.sort in DESCENDING else " ^")}
+        table.set_rows(built)
 
     # -- actions ---------------------------------------------------------------
 
@@ -135,7 +111,7 @@ class FleetScreen(HadeckScreen):
         self.refresh_view()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(DataTable).focus()
+        self.query_one(FleetTable).focus()
 
     def on_key(self, event: object) -> None:
         from textual.events import Key
@@ -144,7 +120,7 @@ class FleetScreen(HadeckScreen):
             box = self.query_one("#filter", Input)
             if box.has_focus:
                 box.display = bool(box.value)
-                self.query_one(DataTable).focus()
+                self.query_one(FleetTable).focus()
                 event.stop()
 
     def action_sort(self, column: str) -> None:
@@ -162,19 +138,15 @@ class FleetScreen(HadeckScreen):
         self.reverse = not current
         self.refresh_view()
 
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        self.action_sort(str(event.column_key.value))
+    def on_fleet_table_header_selected(self, event: FleetTable.HeaderSelected) -> None:
+        self.action_sort(event.column)
 
     def selected(self) -> str | None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return self.query_one(FleetTable).cursor_key()
 
     def action_open(self) -> None:
         if (host := self.selected()) is not None:
             self.hadeck.open_host(host)
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.hadeck.open_host(str(event.row_key.value))
+    def on_fleet_table_row_selected(self, event: FleetTable.RowSelected) -> None:
+        self.hadeck.open_host(event.key)

@@ -25,6 +25,8 @@ from console import inventory
 from console.app import HadeckApp
 from console.connect import build
 from console.demo import fleet
+from console.fleet import COLUMNS
+from console.widgets.fleet_table import FleetTable
 from tests.support.wait import wait_for
 from tests.tui.conftest import until
 
@@ -58,8 +60,9 @@ async def test_a_killed_demo_service_goes_down_then_up_in_the_console(
             # what the operator sees: the fleet table says so
             app.tick()
             await pilot.pause()
-            table = app.screen.query_one("DataTable")
-            assert str(table.get_cell("demo-1", "status")) == "down"  # type: ignore[attr-defined]
+            table = app.screen.query_one(FleetTable)
+            row = next(r for r in table.rows if r.key == "demo-1")
+            assert row.values[COLUMNS.index("status")] == "down"
             await until(pilot, demo_1_ok, timeout=30)  # the agent restarted it
             kinds = [e.kind for h, e in app.model.merged_events(host="demo-1")]
             assert {"service_down", "recovery_started", "service_up"} <= set(kinds)

@@ -21,14 +21,14 @@ from console.screens.groups import GroupsScreen
 from console.screens.help import HelpScreen
 from console.screens.host import HostScreen
 from console.widgets.confirm import ConfirmAction
+from console.widgets.fleet_table import FleetTable
 from tests.tui.conftest import App, loaded, until
 
 
 def fleet_keys(app: object) -> list[str]:
     screen = app.screen  # type: ignore[attr-defined]
     assert isinstance(screen, FleetScreen)
-    table = screen.query_one(DataTable)
-    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+    return screen.query_one(FleetTable).row_keys()
 
 
 async def test_fleet_lists_every_host_worst_first_with_counts(make_app: Callable[..., App]) -> None:
@@ -376,3 +376,27 @@ async def test_the_palette_offers_each_groups_actions(make_app: Callable[..., Ap
             "Pause pg",
             "Handover history of pg",
         } <= set(names)
+
+
+async def test_fleet_cursor_keys_and_mouse(make_app: Callable[..., App]) -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        second = fleet_keys(app)[1]
+        await pilot.press("down", "enter")
+        assert isinstance(app.screen, HostScreen) and app.screen.host == second
+        await pilot.press("escape")
+        # The cursor stays on the host it was put on, whatever the order becomes.
+        await pilot.press("1")
+        await pilot.pause()
+        table = app.screen.query_one(FleetTable)
+        assert table.cursor_key() == second
+        # Clicking a column header sorts by it; clicking a row moves the cursor there.
+        cpu_header = table.render_line(0).text.index("CPU")
+        await pilot.click(FleetTable, offset=(cpu_header + 1, 0))
+        await pilot.pause()
+        assert app.screen.sort == "cpu"  # type: ignore[attr-defined]
+        await pilot.click(FleetTable, offset=(2, 3))
+        assert table.cursor == 2
+        await pilot.press("end")
+        assert table.cursor == table.row_count - 1
