@@ -48,14 +48,7 @@ class HostState:
         return "stale" if now - self.last_seen > stale_after else "live"
 
     def health(self) -> Health:
-        if self.status is None:
-            return "unknown"
-        s = self.status.summary
-        if s.get("services_down", 0) > 0:
-            return "down"
-        if s.get("probes_failing", 0) or s.get("flapping", 0) or s.get("gave_up", 0):
-            return "degraded"
-        return "ok"
+        return self.digest.health if self.digest is not None else "unknown"
 
     def badge(self, now: float, stale_after: float) -> str:
         """`live`, `stale 42s`, `down 3m`: what the operator needs to trust the row."""
@@ -89,6 +82,9 @@ class Digest:
     cpu_ratio: float
     memory_ratio: float
     fullest: float
+    #: What the agent says of itself: down if a service is down, degraded if a probe fails,
+    #: flaps or a recovery gave up.
+    health: Health
 
     @classmethod
     def of(cls, st: HostStatus) -> Digest:
@@ -108,6 +104,11 @@ class Digest:
             res.cpu_ratio or 0.0,
             res.memory_used_ratio or 0.0,
             fullest or 0.0,
+            "down"
+            if down
+            else "degraded"
+            if any(st.summary.get(k, 0) for k in ("probes_failing", "flapping", "gave_up"))
+            else "ok",
         )
 
 

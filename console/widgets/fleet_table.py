@@ -113,7 +113,9 @@ class FleetTable(ScrollView, can_focus=True):
         if keep is not None:
             self.cursor = next((i for i, r in enumerate(rows) if r.key == keep), self.cursor)
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
-        self.virtual_size = Size(self._line_width(), len(rows) + 1)
+        size = Size(self._line_width(), len(rows) + 1)
+        if size != self.virtual_size:  # a new size means a layout pass: only when it is new
+            self.virtual_size = size
         if shape != (tuple(self.widths), self.cursor, len(rows)) or self._shape != shape:
             self._shape = (tuple(self.widths), self.cursor, len(rows))
             self.refresh()

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.reactive import reactive
+from textual.widget import Widget
 
 
-class TitleBar(Static):
+class TitleBar(Widget):
+    """One line, fixed height: a new title repaints this line only, never the layout
+    (it changes every second on a busy fleet)."""
+
     DEFAULT_CSS = """
     TitleBar { height: 1; background: $panel; color: $foreground; padding: 0 1; }
     """
+    title: reactive[Text] = reactive(Text, layout=False)
+
+    def render(self) -> Text:
+        return self.title
 
     def show(
         self, where: str, environment: str | None, counts: str = "", read_only: bool = False
@@ -28,4 +36,5 @@ class TitleBar(Static):
         if counts:
             t.append("  ")
             t.append_text(Text.from_markup(counts))
-        self.update(t)
+        if t != self.title:
+            self.title = t
