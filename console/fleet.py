@@ -252,11 +252,7 @@ class FleetModel:
         return rows, counts
 
     def counts(self, now: float | None = None) -> dict[str, int]:
-        now = time.time() if now is None else now
-        out = {k: 0 for k in RANK}
-        for h in self.hosts.values():
-            out[self.row(h, now).severity] += 1
-        return out
+        return self.view(now)[1]
 
     def merged_events(
         self, host: str = "", service: str = "", severity: str = ""

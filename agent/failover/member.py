@@ -124,7 +124,8 @@ class GroupMember:
         self._hook: asyncio.Task[commands.CommandResult] | None = None
         self._promote_started = 0.0
         self._promotion: dict[str, Any] = {}
-        self._last_holder: str | None = None
+        #: The member that held the lease before it went free, as far as this one saw.
+        self.last_holder: str | None = None
         self._acquired: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -371,7 +372,7 @@ class GroupMember:
         self.known_leader = leader
         if leader is not None:
             self._leader_gone_at = None
-            self._last_holder = leader.member
+            self.last_holder = leader.member
             return
         if self._leader_gone_at is None:
             self._leader_gone_at = time.monotonic()
@@ -441,11 +442,6 @@ class GroupMember:
         self._hook.add_done_callback(lambda _: self._wake.set())
         self._wake.set()
 
-    @property
-    def last_holder(self) -> str | None:
-        """The member that held the lease before it went free, as far as this one saw."""
-        return self._last_holder
-
     def _fresh(self, req: Request) -> bool:
         return time.time() - req.at < 3 * self.cfg.ttl
 
@@ -468,7 +464,7 @@ class GroupMember:
             )
             return
         self.role = Role.PRIMARY
-        self._last_holder = self.member
+        self.last_holder = self.member
         p = self._promotion
         self.metrics.group_promotions.labels(self.group, p["kind"]).inc()
         steps = {**self._acquired, "promote": round(time.monotonic() - self._promote_started, 3)}

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from agent.schema import Event
 from console.format import stamp
-from console.screens.base import HadeckScreen
+from console.screens.base import FilteredScreen
 from console.theming import severity_style
 from console.widgets.titlebar import TitleBar
 
@@ -32,7 +32,7 @@ def parse_filter(query: str) -> tuple[dict[str, str], list[str]]:
     return fields, words
 
 
-class EventsScreen(HadeckScreen):
+class EventsScreen(FilteredScreen):
     where = "events"
     BINDINGS = [Binding("slash", "filter", "Filter", id="events.filter")]
 
@@ -113,14 +113,5 @@ class EventsScreen(HadeckScreen):
             box = self.query_one("#filter", Input)
             box.value, box.display = text, True
 
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.query_text = event.value
-        self.refresh_view()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(DataTable).focus()
+    def results(self) -> DataTable[str | Text]:
+        return self.query_one(DataTable)

@@ -7,13 +7,13 @@ from textual.binding import Binding
 from textual.widgets import Footer, Input
 
 from console.fleet import COLUMNS, DESCENDING, FleetRow
-from console.screens.base import HadeckScreen
+from console.screens.base import FilteredScreen
 from console.theming import severity_style
 from console.widgets.fleet_table import FleetTable, TableRow
 from console.widgets.titlebar import TitleBar
 
 
-class FleetScreen(HadeckScreen):
+class FleetScreen(FilteredScreen):
     where = "fleet"
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="fleet.filter"),
@@ -45,9 +45,6 @@ class FleetScreen(HadeckScreen):
         self.refresh_view()
 
     # -- view ------------------------------------------------------------------
-
-    def rows(self) -> list[FleetRow]:
-        return self.view()[0]
 
     def view(self) -> tuple[list[FleetRow], dict[str, int]]:
         return self.model.view(
@@ -95,33 +92,14 @@ class FleetScreen(HadeckScreen):
                 )  # fmt: skip
                 row = self.cells[r.key] = table.make_row(r.key, values, styles)
             built.append(row)
-        arrow = "" if self.reverse is None else (" v" if self.reverse else " ^")
-        table.header_note = {self.sort: arrow or (" v" if self.sort in DESCENDING else " ^")}
+        descending = self.sort in DESCENDING if self.reverse is None else self.reverse
+        table.header_note = {self.sort: " v" if descending else " ^"}
         table.set_rows(built)
 
     # -- actions ---------------------------------------------------------------
 
-    def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.query_text = event.value
-        self.refresh_view()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(FleetTable).focus()
-
-    def on_key(self, event: object) -> None:
-        from textual.events import Key
-
-        if isinstance(event, Key) and event.key == "escape":
-            box = self.query_one("#filter", Input)
-            if box.has_focus:
-                box.display = bool(box.value)
-                self.query_one(FleetTable).focus()
-                event.stop()
+    def results(self) -> FleetTable:
+        return self.query_one(FleetTable)
 
     def action_sort(self, column: str) -> None:
         if self.sort == column:

@@ -26,12 +26,6 @@ class Response:
     status: int
     body: bytes
 
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise TransportError(f"the agent answered HTTP {self.status} with non-JSON") from exc
-
     def json_or_text(self) -> Any:
         try:
             return json.loads(self.body)

@@ -125,6 +125,11 @@ async def test_command_line_navigates_and_reports_unknown_commands(
         await pilot.press("colon", *"events severity:critical", "enter")
         assert isinstance(app.screen, EventsScreen)
         assert [h for h, _ in app.screen.events()] == ["web-03"]
+        # The events filter box closes on Esc and keeps its filter, as the fleet's does.
+        await pilot.press("slash")
+        await pilot.press("escape")
+        box = app.screen.query_one("#filter", Input)
+        assert not box.has_focus and box.value == "severity:critical"
         await pilot.press("colon", *"frobnicate", "enter")
         await pilot.pause()
         assert any("unknown command :frobnicate" in n.message for n in app._notifications)
