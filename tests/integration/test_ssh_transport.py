@@ -78,7 +78,7 @@ def test_status_through_the_tunnel(connect, sshd):
     assert t.describe == f"ssh {sshd.user}@127.0.0.1:{sshd.port}"
     r = t.request("GET", "/api/v1/status", timeout=TIMEOUT)
     assert r.status == 200
-    status = HostStatus.model_validate(r.json())
+    status = HostStatus.model_validate(r.json_or_text())
     assert status.host == "test-host"
     assert [p.name for p in status.probes] == ["disk"]
 
@@ -95,7 +95,7 @@ def test_token_read_over_ssh_authorizes_an_action(connect, agent):
         timeout=10,
     )
     assert r.status == 200, r.body
-    assert r.json()["actor"] == "alice"
+    assert r.json_or_text()["actor"] == "alice"
     record = agent.get("/api/v1/audit")[-1]
     assert (record["actor"], record["action"], record["target"]) == ("alice", "run_probe", "disk")
     assert record["params"] == {"reason": "test"}
@@ -173,7 +173,7 @@ def test_through_a_jump_host(connect, sshd):
     t = connect(jump=jump)
     assert t.describe.endswith(f" via {sshd.user}@127.0.0.1:{sshd.port}")
     r = t.request("GET", "/api/v1/status", timeout=TIMEOUT)
-    assert HostStatus.model_validate(r.json()).host == "test-host"
+    assert HostStatus.model_validate(r.json_or_text()).host == "test-host"
     assert t.read_token(TIMEOUT)
     assert sshd.logins() == 2  # the jump, then the host through it
 
