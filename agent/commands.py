@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,27 @@ class CommandResult:
         if self.timed_out:
             return f"timed out after {self.duration:.1f}s; process group killed"
         return f"exit {self.exit_code} in {self.duration:.2f}s"
+
+
+def watch_children_with_pidfds() -> bool:
+    """On Python 3.11, wait for children through pidfds in the event loop.
+
+    3.11's default watcher starts a thread per child to block in waitpid: for an
+    agent running command probes every few seconds, a thread start and a
+    cross-thread wake-up per probe run. 3.12 and later use pidfds on their own.
+    Call from the running loop before the first command; False where the kernel
+    (or a seccomp policy) has no pidfd_open, and the default stays.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+    return True
 
 
 async def _read_bounded(stream: asyncio.StreamReader) -> bytes:

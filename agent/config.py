@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -31,6 +32,8 @@ from pydantic_core import ErrorDetails
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# RFC 9110 token characters.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
 _SIZE_UNITS = {
     None: 1,
@@ -180,6 +183,26 @@ class HttpProbe(ProbeBase):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
+        url = urlsplit(value)
+        if not url.hostname:
+            raise ValueError(f"no host in {value!r}")
+        try:
+            url.port  # noqa: B018 - parsing the port is the check
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}: {exc}") from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_syntax(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if text != text.strip() or any(c in text for c in "\r\n\0"):
+                raise ValueError(
+                    f"header {name!r}: a value may not contain line breaks or NUL, "
+                    "nor start or end with white space"
+                )
         return value
 
     @field_validator("body_regex")

@@ -24,7 +24,6 @@ from functools import partial
 from pathlib import Path
 
 import uvicorn
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, commands, config, resources
@@ -39,6 +38,7 @@ from agent.failover.lease_sqlite import SqliteLeaseStore
 from agent.failover.member import GroupMember, ServiceHealth
 from agent.failover.operations import GroupOperations
 from agent.metrics import Metrics
+from agent.scheduler import LoopScheduler
 from agent.schema import Resources
 from agent.store import Store
 from agent.supervisor import Supervisor
@@ -51,11 +51,27 @@ class StartupError(Exception):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the agent owns SIGTERM and SIGHUP."""
+    """uvicorn without its own signal handling (the agent owns SIGTERM and SIGHUP) and
+    without its 10-per-second housekeeping tick: an idle agent should sleep. The tick's
+    work (the Date header, once a second) runs once a second; `exit` ends it at once."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        while not await self.on_tick(0):  # tick 0: the once-a-second work, every time
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._exit.wait()
+
+    def exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
 
 
 def _bind(address: str) -> socket.socket:
@@ -177,11 +193,12 @@ class Agent:
         )
 
     async def run(self) -> None:
+        commands.watch_children_with_pidfds()
         self._open()
         sockets = [_bind(self.config.api.listen)]
         if self.config.api.public_listen:
             sockets.append(_bind(self.config.api.public_listen))
-        apps = [build_api(self), build_public(self)]
+        apps = [build_api(self)] + ([build_public(self)] if len(sockets) > 1 else [])
         servers = [
             _Server(
                 uvicorn.Config(
@@ -192,14 +209,14 @@ class Agent:
                     timeout_graceful_shutdown=5,
                 )
             )
-            for app in apps[: len(sockets)]
+            for app in apps
         ]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
-        self.scheduler = AsyncIOScheduler(event_loop=loop)
+        self.scheduler = LoopScheduler(event_loop=loop)
         self.scheduler.start()
         self._schedule_probes()
         self.scheduler.add_job(
@@ -248,7 +265,7 @@ class Agent:
             await self.supervisor.stop()
             await commands.end_all()
             for s in servers:
-                s.should_exit = True
+                s.exit()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.events.emit("agent_stopped", "info", "hadeck-agent stopped")
             self.store.close()

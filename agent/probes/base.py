@@ -6,6 +6,8 @@ kind only has to say what "healthy" means for its target.
 
 from __future__ import annotations
 
+import os
+import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -28,3 +30,11 @@ class Probe(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the probe holds (connection pools)."""
+
+
+def os_reason(exc: OSError) -> str:
+    """The system's words for a failed socket call: "Connection refused", not asyncio's
+    "Connect call failed ('10.0.0.5', 80)"; resolver errors keep their own text."""
+    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+        return exc.strerror or str(exc)
+    return os.strerror(exc.errno)

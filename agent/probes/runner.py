@@ -65,9 +65,8 @@ class ProbeRunner:
         async with self._lock:
             ts, started = time.time(), time.monotonic()
             try:
-                outcome = await asyncio.wait_for(
-                    self.check.check(), self.cfg.timeout + DEADLINE_MARGIN
-                )
+                async with asyncio.timeout(self.cfg.timeout + DEADLINE_MARGIN):
+                    outcome = await self.check.check()
             except TimeoutError:
                 outcome = Outcome(False, f"no answer within {self.cfg.timeout:g}s")
             except Exception as exc:  # a probe bug must not kill the scheduler job

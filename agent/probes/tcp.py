@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 from agent.config import TcpProbe
-from agent.probes.base import Outcome, Probe
+from agent.probes.base import Outcome, Probe, os_reason
 
 
 class TcpCheck(Probe):
@@ -19,7 +19,7 @@ class TcpCheck(Probe):
         try:
             _, writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
         except OSError as exc:
-            return Outcome(False, f"connect {self.cfg.host}:{self.cfg.port}: {exc.strerror or exc}")
+            return Outcome(False, f"connect {self.cfg.host}:{self.cfg.port}: {os_reason(exc)}")
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()

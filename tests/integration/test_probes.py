@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import subprocess
 import threading
@@ -43,8 +44,97 @@ async def test_http_status_and_body(demo_service):
 
 
 async def test_http_refused_connection(tmp_path):
-    result = await outcome(kind="http", url=f"http://127.0.0.1:{free_port()}/")
-    assert not result.ok and "ConnectError" in result.detail
+    port = free_port()
+    result = await outcome(kind="http", url=f"http://127.0.0.1:{port}/")
+    assert not result.ok
+    assert result.detail == f"connecting to 127.0.0.1:{port}: Connection refused"
+
+
+@pytest.fixture
+def recording_server():
+    """An HTTP server that answers 200 and keeps what each request carried."""
+    seen: list[dict[str, object]] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            seen.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers.items()),
+                    "body": self.rfile.read(length),
+                }
+            )
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(b"ok")
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_OPTIONS = _answer
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "OPTIONS"])
+async def test_http_request_carries_method_headers_and_credentials(recording_server, method):
+    authority, seen = recording_server
+    result = await outcome(
+        kind="http",
+        url=f"http://probe:s%40cret@{authority}/healthz?deep=1",
+        method=method,
+        headers={"X-Check": "hadeck", "User-Agent": "lb-check"},
+    )
+    assert result.ok and result.detail == "HTTP 200", result.detail
+    (request,) = seen
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert request["method"] == method and request["path"] == "/healthz?deep=1"
+    assert headers["host"] == authority
+    assert headers["x-check"] == "hadeck" and headers["user-agent"] == "lb-check"
+    assert headers["authorization"] == "Basic cHJvYmU6c0BjcmV0"  # probe:s@cret
+    # A body-less POST or PUT still says so, or strict servers answer 411.
+    assert headers.get("content-length") == ("0" if method in ("POST", "PUT") else None)
+
+
+async def test_http_timeout_says_which_phase(tmp_path):
+    # A listening socket that never accepts: the connection completes in the kernel's
+    # backlog, the request is sent, and no answer ever comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = await outcome(kind="http", url=f"http://127.0.0.1:{port}/", timeout="0.5s")
+        assert time.monotonic() - started < 2
+    assert not result.ok
+    waiting = f"waiting for the response from 127.0.0.1:{port}"
+    assert result.detail == f"no answer within 0.5s ({waiting})"
+
+
+async def test_http_connection_closed_without_an_answer(tmp_path):
+    with socket.socket() as rude:
+        rude.bind(("127.0.0.1", 0))
+        rude.listen(8)
+        port = rude.getsockname()[1]
+
+        def accept_and_close():
+            conn, _ = rude.accept()
+            conn.recv(4096)
+            conn.close()
+
+        thread = threading.Thread(target=accept_and_close, daemon=True)
+        thread.start()
+        result = await outcome(kind="http", url=f"http://127.0.0.1:{port}/")
+        thread.join(5)
+    assert not result.ok and "closed before a response" in result.detail, result.detail
 
 
 @pytest.fixture
@@ -101,7 +191,7 @@ async def test_https_certificate_is_verified_by_default(tls_server):
 async def test_tcp(demo_service):
     assert (await outcome(kind="tcp", host="127.0.0.1", port=demo_service.port)).ok
     closed = await outcome(kind="tcp", host="127.0.0.1", port=free_port())
-    assert not closed.ok and "connect" in closed.detail
+    assert not closed.ok and closed.detail.endswith(": Connection refused"), closed.detail
 
 
 async def test_command_exit_code_and_output():

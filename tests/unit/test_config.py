@@ -83,6 +83,22 @@ def test_minimal_config_is_valid(tmp_path):
             "probes.w.url: expected an http:// or https:// URL",
         ),
         (
+            "probes:\n  w: {kind: http, url: 'http:///healthz'}\n",
+            "probes.w.url: no host in 'http:///healthz'",
+        ),
+        (
+            "probes:\n  w: {kind: http, url: 'http://h:99999/'}\n",
+            "probes.w.url: bad port in 'http://h:99999/'",
+        ),
+        (
+            "probes:\n  w: {kind: http, url: 'http://h/', headers: {'X Y': z}}\n",
+            "probes.w.headers: 'X Y' is not a valid header name",
+        ),
+        (
+            "probes:\n  w: {kind: http, url: 'http://h/', headers: {X-Y: ' z'}}\n",
+            "probes.w.headers: header 'X-Y': a value may not contain line breaks",
+        ),
+        (
             "probes:\n  w: {kind: command, command: []}\n",
             "probes.w.command: List should have at least 1 item",
         ),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from agent.store import Store
+import asyncio
+import sqlite3
+import time
+
+from agent.store import RESULTS_FLUSH_DELAY, Store
 
 
 def test_events_survive_reopen_and_cursor_paging(tmp_path):
@@ -32,3 +36,24 @@ def test_prune_bounds_by_age_and_by_count(tmp_path):
 def test_wal_mode(tmp_path):
     store = Store(tmp_path / "state.db")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_probe_results_reach_the_file_soon_and_all_on_close(tmp_path):
+    store = Store(tmp_path / "state.db")
+    reader = sqlite3.connect(tmp_path / "state.db")
+
+    def on_disk() -> int:
+        return int(reader.execute("SELECT COUNT(*) FROM probe_results").fetchone()[0])
+
+    for i in range(30):
+        store.add_probe_result("p", float(i), i % 2 == 0, 0.01, "ok")
+    deadline = time.monotonic() + RESULTS_FLUSH_DELAY + 5
+    while on_disk() < 30:
+        assert time.monotonic() < deadline, f"only {on_disk()} of 30 results written"
+        await asyncio.sleep(0.05)
+    store.add_probe_result("p", 30.0, True, 0.01, "last")
+    store.close()  # a clean stop writes what is still buffered
+    assert on_disk() == 31
+    assert reader.execute("SELECT detail FROM probe_results ORDER BY id DESC").fetchone() == (
+        "last",
+    )
