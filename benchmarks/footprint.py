@@ -2,6 +2,10 @@
 
 Target: agent RSS <= 60 MB and the agent process's own CPU <= 1 % of one core.
 
+Each probe has interval 4.5 s and jitter 1 s: APScheduler adds a random 0-1 s to
+every period, so each probe runs on average every 5 s, and the runs are spread
+over time as on a real host instead of firing in one burst.
+
 Three demo HTTP services give the http, tcp and process probes something real
 to check; command probes run `true`; disk probes check `/`; file_age probes
 check a heartbeat file this benchmark touches. After a warm-up (every probe has
@@ -11,6 +15,10 @@ CPU is the user+system time of the agent process during the window divided by
 the wall time; the CPU of the processes it spawns (command probes) is reported
 apart, as it is not the agent's own and the target does not count it.
 
+For scale, the benchmark also measures this machine's floor: the CPU that a
+bare asyncio loop (no agent) spends on each timer wake-up. Every probe run
+costs at least one such wake-up, most two or three (its I/O completing).
+
     .venv/bin/python benchmarks/footprint.py            # the full 60 s window
     .venv/bin/python benchmarks/footprint.py --seconds 10
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,10 +52,11 @@ MB = 1_000_000
 RSS_TARGET_MB = 60.0
 CPU_TARGET_PERCENT = 1.0
 PROBES = 50
-INTERVAL, JITTER = 5.0, 1.0
+INTERVAL, JITTER = 4.5, 1.0
 # APScheduler adds uniform(0, jitter) to each period (it does not centre it), so a probe
-# runs on average every interval + jitter/2 seconds.
-EXPECTED_RUNS_PER_SECOND = PROBES / (INTERVAL + JITTER / 2)
+# runs on average every interval + jitter/2 = 5 seconds.
+MEAN_PERIOD = INTERVAL + JITTER / 2
+EXPECTED_RUNS_PER_SECOND = PROBES / MEAN_PERIOD
 # 50 probes of mixed kinds: how many of each.
 MIX = {"http": 15, "tcp": 10, "command": 8, "process": 7, "disk": 5, "file_age": 5}
 assert sum(MIX.values()) == PROBES
@@ -91,10 +101,36 @@ def all_known(agent: Agent) -> list[dict[str, Any]] | None:
     return None
 
 
-def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
-    """(own user+system, reaped children's user+system) in seconds."""
+def cpu_seconds(proc: psutil.Process) -> tuple[float, float, float]:
+    """(own user, own system, reaped children's user+system) in seconds."""
     t = proc.cpu_times()
-    return t.user + t.system, t.children_user + t.children_system
+    return t.user, t.system, t.children_user + t.children_system
+
+
+WAKE_FLOOR = """
+import asyncio, time
+async def main(n):
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    def tick(left):
+        if left:
+            loop.call_later(0.1, tick, left - 1)
+        else:
+            done.set_result(None)
+    start = time.process_time()
+    tick(n)
+    await done
+    print((time.process_time() - start) / n)
+asyncio.run(main(100))
+"""
+
+
+def wake_floor() -> float:
+    """CPU seconds a bare asyncio loop on this machine spends per timer wake-up."""
+    out = subprocess.run(
+        [sys.executable, "-c", WAKE_FLOOR], capture_output=True, text=True, timeout=60, check=True
+    )
+    return float(out.stdout)
 
 
 def baseline(seconds: float) -> dict[str, float]:
@@ -108,13 +144,14 @@ def baseline(seconds: float) -> dict[str, float]:
         agent.start()
         proc = psutil.Process(agent.pid)
         time.sleep(2)
-        own0, _ = cpu_seconds(proc)
+        user0, sys0, _ = cpu_seconds(proc)
         t0 = time.monotonic()
         time.sleep(seconds)
-        own1, _ = cpu_seconds(proc)
+        user1, sys1, _ = cpu_seconds(proc)
+        own = user1 + sys1 - user0 - sys0
         return {
             "baseline_rss_mb": round(proc.memory_info().rss / MB, 1),
-            "baseline_cpu_percent": round(100.0 * (own1 - own0) / (time.monotonic() - t0), 3),
+            "baseline_cpu_percent": round(100.0 * own / (time.monotonic() - t0), 3),
         }
     finally:
         cleanup.run()
@@ -147,7 +184,7 @@ def measure(seconds: float) -> dict[str, Any]:
         runs_before = metric_sum(agent.text("/metrics"), "hadeck_probe_runs_total")
 
         # The observation window: the agent is left alone; only psutil looks at it.
-        own0, children0 = cpu_seconds(proc)
+        user0, sys0, children0 = cpu_seconds(proc)
         t0 = time.monotonic()
         rss_max, rss_samples = 0, 0
         threads_max = 0
@@ -156,7 +193,8 @@ def measure(seconds: float) -> dict[str, Any]:
             threads_max = max(threads_max, proc.num_threads())
             rss_samples += 1
             time.sleep(min(1.0, left))
-        own1, children1 = cpu_seconds(proc)
+        user1, sys1, children1 = cpu_seconds(proc)
+        own = user1 + sys1 - user0 - sys0
         wall = time.monotonic() - t0
         mem = proc.memory_full_info()
         rss_final = mem.rss
@@ -187,8 +225,11 @@ def measure(seconds: float) -> dict[str, Any]:
             "uss_final_mb": round(mem.uss / MB, 1),
             "pss_final_mb": round(mem.pss / MB, 1),
             "rss_samples": rss_samples,
-            "cpu_seconds": round(own1 - own0, 3),
-            "cpu_percent": round(100.0 * (own1 - own0) / wall, 3),
+            "cpu_seconds": round(own, 3),
+            "cpu_percent": round(100.0 * own / wall, 3),
+            "cpu_user_percent": round(100.0 * (user1 - user0) / wall, 3),
+            "cpu_system_percent": round(100.0 * (sys1 - sys0) / wall, 3),
+            "cpu_us_per_run": round(1e6 * own / max(1.0, runs_after - runs_before), 1),
             "children_cpu_seconds": round(children1 - children0, 3),
             "children_cpu_percent": round(100.0 * (children1 - children0) / wall, 3),
             "threads_max": threads_max,
@@ -204,7 +245,7 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
     print(
         f"footprint: {r['probes']} probes "
         f"({', '.join(f'{n} {k}' for k, n in r['mix'].items())}) "
-        f"every {INTERVAL:g} s (jitter {JITTER:g} s), "
+        f"every {MEAN_PERIOD:g} s on average (interval {INTERVAL:g} s + jitter 0-{JITTER:g} s), "
         f"{r['window_seconds']:.1f} s window after a {r['warmup_seconds']:.1f} s warm-up"
     )
     print(
@@ -235,6 +276,19 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
         ],
         ["agent RSS, final", "", f"{r['rss_final_mb']:.1f} MB", ""],
         ["agent USS / PSS, final", "", f"{r['uss_final_mb']:.1f} / {r['pss_final_mb']:.1f} MB", ""],
+        [
+            "agent CPU: user / system",
+            "",
+            f"{r['cpu_user_percent']:.2f} / {r['cpu_system_percent']:.2f} %",
+            "",
+        ],
+        ["agent CPU per probe run", "", f"{r['cpu_us_per_run']:.0f} us", ""],
+        [
+            "this machine: one bare asyncio wake-up",
+            "",
+            f"{r['wake_floor_us']:.0f} us",
+            "",
+        ],
         ["agent CPU seconds in window", "", f"{r['cpu_seconds']:.2f} s", ""],
         [
             "children CPU (command probes)",
@@ -265,7 +319,11 @@ def main() -> int:
         p.error("--seconds must be positive")
     with sigterm_as_interrupt():
         try:
-            result = baseline(min(20.0, args.seconds)) | measure(args.seconds)
+            result = (
+                baseline(min(20.0, args.seconds))
+                | measure(args.seconds)
+                | {"wake_floor_us": round(1e6 * wake_floor(), 1)}
+            )
         except BenchmarkError as exc:
             print(f"footprint: could not measure: {exc}", file=sys.stderr)
             emit_json({"benchmark": "footprint", "ok": False, "error": str(exc)})

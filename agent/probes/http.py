@@ -14,13 +14,16 @@ import asyncio
 import base64
 import functools
 import re
+import socket
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import h11
 
 from agent.config import HttpProbe
+from agent.probes import net
 from agent.probes.base import Outcome, Probe, os_reason
 
 BODY_LIMIT = 64 * 1024
@@ -82,17 +85,12 @@ class HttpCheck(Probe):
         t = self.target
         where = f"{t.host}:{t.port}"
         phase = f"connecting to {where}"
-        writer: asyncio.StreamWriter | None = None
+        stream: _Stream | None = None
         try:
             async with asyncio.timeout(self.cfg.timeout):
-                reader, writer = await asyncio.open_connection(
-                    t.host,
-                    t.port,
-                    ssl=_tls(self.cfg.tls_verify) if t.tls else None,
-                    server_hostname=t.host if t.tls else None,
-                )
+                stream = await (_TlsStream.open(t, self.cfg) if t.tls else _PlainStream.open(t))
                 phase = f"waiting for the response from {where}"
-                status, body = await self._exchange(reader, writer)
+                status, body = await self._exchange(stream)
         except TimeoutError:
             return Outcome(False, f"no answer within {self.cfg.timeout:g}s ({phase})")
         except ssl.SSLCertVerificationError as exc:
@@ -105,8 +103,8 @@ class HttpCheck(Probe):
         except h11.ProtocolError as exc:
             return Outcome(False, f"bad HTTP response from {where}: {exc}")
         finally:
-            if writer is not None:
-                await _close(writer)
+            if stream is not None:
+                await stream.close()
         if status not in self.cfg.expect_status:
             return Outcome(False, f"HTTP {status}, expected {self.cfg.expect_status}")
         if self.body is not None:
@@ -115,17 +113,15 @@ class HttpCheck(Probe):
                 return Outcome(False, f"HTTP {status}, body does not match {self.cfg.body_regex!r}")
         return Outcome(True, f"HTTP {status}")
 
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[int, bytes]:
+    async def _exchange(self, stream: _Stream) -> tuple[int, bytes]:
         """Send the request; return the status and up to BODY_LIMIT bytes of the body."""
         conn = h11.Connection(h11.CLIENT)
-        writer.write(conn.send(self.target.request) + conn.send(h11.EndOfMessage()))
+        await stream.send(conn.send(self.target.request) + conn.send(h11.EndOfMessage()))
         status, body = 0, bytearray()
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await reader.read(READ_SIZE)
+                data = await stream.recv()
                 if not data and not status:
                     raise h11.RemoteProtocolError("connection closed before a response")
                 conn.receive_data(data)
@@ -142,13 +138,61 @@ class HttpCheck(Probe):
             # InformationalResponse (1xx): the final response follows.
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    try:
-        async with asyncio.timeout(TLS_CLOSE_TIMEOUT):
-            await writer.wait_closed()
-    except (TimeoutError, OSError, ssl.SSLError):
-        writer.transport.abort()
-    except asyncio.CancelledError:
-        writer.transport.abort()
-        raise
+class _Stream(Protocol):
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class _PlainStream:
+    """Plain HTTP on a bare socket (agent/probes/net.py says why)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def open(cls, t: Target) -> _PlainStream:
+        return cls(await net.connect(t.host, t.port))
+
+    async def send(self, data: bytes) -> None:
+        await self.loop.sock_sendall(self.sock, data)
+
+    async def recv(self) -> bytes:
+        return await self.loop.sock_recv(self.sock, READ_SIZE)
+
+    async def close(self) -> None:
+        self.sock.close()
+
+
+class _TlsStream:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, t: Target, cfg: HttpProbe) -> _TlsStream:
+        reader, writer = await asyncio.open_connection(
+            t.host, t.port, ssl=_tls(cfg.tls_verify), server_hostname=t.host
+        )
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def recv(self) -> bytes:
+        return await self.reader.read(READ_SIZE)
+
+    async def close(self) -> None:
+        """A TLS close waits for the peer's close_notify, but not for long."""
+        self.writer.close()
+        try:
+            async with asyncio.timeout(TLS_CLOSE_TIMEOUT):
+                await self.writer.wait_closed()
+        except (TimeoutError, OSError, ssl.SSLError):
+            self.writer.transport.abort()
+        except asyncio.CancelledError:
+            self.writer.transport.abort()
+            raise

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from agent.config import TcpProbe
+from agent.probes import net
 from agent.probes.base import Outcome, Probe, os_reason
 
 
@@ -17,10 +15,8 @@ class TcpCheck(Probe):
 
     async def check(self) -> Outcome:
         try:
-            _, writer = await asyncio.open_connection(self.cfg.host, self.cfg.port)
+            sock = await net.connect(self.cfg.host, self.cfg.port)
         except OSError as exc:
             return Outcome(False, f"connect {self.cfg.host}:{self.cfg.port}: {os_reason(exc)}")
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        sock.close()
         return Outcome(True, f"connected to {self.cfg.host}:{self.cfg.port}")

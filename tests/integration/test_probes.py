@@ -194,6 +194,15 @@ async def test_tcp(demo_service):
     assert not closed.ok and closed.detail.endswith(": Connection refused"), closed.detail
 
 
+async def test_names_are_resolved_and_each_address_tried(demo_service):
+    # `localhost` may resolve to ::1 first; the service listens on 127.0.0.1 only.
+    assert (await outcome(kind="tcp", host="localhost", port=demo_service.port)).ok
+    http = await outcome(kind="http", url=f"http://localhost:{demo_service.port}/")
+    assert http.ok, http.detail
+    unknown = await outcome(kind="tcp", host="no-such-host.invalid", port=80)
+    assert not unknown.ok and unknown.detail.startswith("connect no-such-host.invalid:80: ")
+
+
 async def test_command_exit_code_and_output():
     assert (
         await outcome(kind="command", command=["echo", "replication ok"], stdout_regex="ok$")
