@@ -117,7 +117,8 @@ async def run(
     reader = asyncio.ensure_future(_read_bounded(proc.stdout))
     timed_out = False
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await proc.wait()
     except TimeoutError:
         timed_out = True
         await _end_group(proc)
@@ -128,7 +129,8 @@ async def run(
     finally:
         _running.discard(proc)
     try:
-        output = await asyncio.wait_for(reader, KILL_GRACE)
+        async with asyncio.timeout(KILL_GRACE):
+            output = await reader
     except TimeoutError:
         # A grandchild that left the group still holds the pipe; do not wait for it.
         output = b""

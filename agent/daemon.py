@@ -19,12 +19,10 @@ import signal
 import socket
 import time
 from collections.abc import Generator
-from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 import uvicorn
-from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, commands, config, resources
 from agent.actions import Actions
@@ -38,7 +36,7 @@ from agent.failover.lease_sqlite import SqliteLeaseStore
 from agent.failover.member import GroupMember, ServiceHealth
 from agent.failover.operations import GroupOperations
 from agent.metrics import Metrics
-from agent.scheduler import LoopScheduler
+from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
 from agent.store import Store
 from agent.supervisor import Supervisor
@@ -221,17 +219,17 @@ class Agent:
         self._schedule_probes()
         self.scheduler.add_job(
             self._sample_resources,
-            IntervalTrigger(seconds=self.config.resources.interval),
+            every(self.config.resources.interval),
             id="resources",
-            next_run_time=datetime.now(),
+            next_run_time=in_seconds(0),
             max_instances=1,
             coalesce=True,
         )
         self.scheduler.add_job(
             self._prune,
-            IntervalTrigger(minutes=10),
+            every(600),
             id="prune",
-            next_run_time=datetime.now() + timedelta(seconds=30),
+            next_run_time=in_seconds(30),
             max_instances=1,
             coalesce=True,
         )
@@ -277,14 +275,13 @@ class Agent:
     # -- scheduled work ------------------------------------------------------
 
     def _schedule_probes(self) -> None:
-        now = datetime.now()
         for name, runner in self.supervisor.probes.items():
             cfg = runner.cfg
             self.scheduler.add_job(
                 runner.run,
-                IntervalTrigger(seconds=cfg.interval, jitter=cfg.jitter or None),
+                every(cfg.interval, cfg.jitter),
                 id=f"probe:{name}",
-                next_run_time=now + timedelta(seconds=random.uniform(0, cfg.jitter)),  # noqa: S311
+                next_run_time=in_seconds(random.uniform(0, cfg.jitter)),  # noqa: S311
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=max(1, int(cfg.interval)),

@@ -55,6 +55,12 @@ class ProbeRunner:
         self.services: list[str] = []
         self._lock = asyncio.Lock()
         self.closed = False  # after a reload replaced this runner, its in-flight result is dropped
+        # Resolved once: a labels() lookup per run is a lock and a dict walk for nothing.
+        self._duration = metrics.probe_duration.labels(name, cfg.kind)
+        self._runs = {
+            result: metrics.probe_runs.labels(name, cfg.kind, result)
+            for result in ("success", "failure", "unavailable")
+        }
         self._publish_state()
 
     @property
@@ -77,13 +83,13 @@ class ProbeRunner:
             if self.closed:
                 return sample
             self.store.add_probe_result(self.name, ts, sample.ok, sample.latency, sample.detail)
-            self.metrics.probe_duration.labels(self.name, self.cfg.kind).observe(sample.latency)
+            self._duration.observe(sample.latency)
             # A probe that cannot run here (systemd in a container) is not a failing service:
             # counting it as one would fire every failure-rate alert.
             result = (
                 "unavailable" if not sample.available else "success" if sample.ok else "failure"
             )
-            self.metrics.probe_runs.labels(self.name, self.cfg.kind, result).inc()
+            self._runs[result].inc()
             change = self.detector.observe(sample)
             if change is not None:
                 self._report(change)
