@@ -18,7 +18,7 @@ from agent import commands, runbooks
 from agent.audit import AuditLog
 from agent.commands import CommandResult
 from agent.config import AgentConfig, Service
-from agent.detector import State
+from agent.detector import FailureDetector, Sample, State
 from agent.events import EventLog
 from agent.metrics import STATES, Metrics
 from agent.probes.runner import ProbeRunner, evidence
@@ -65,15 +65,15 @@ class Supervisor:
         kept = previous.probes if previous else {}
         for name, pcfg in config.probes.items():
             old = kept.get(name)
-            same = old is not None and old.cfg == pcfg
+            if old is not None and old.cfg == pcfg:
+                detector = old.detector
+            else:
+                flap = pcfg.flap
+                detector = FailureDetector(pcfg.fall, pcfg.rise, flap.window, flap.changes)
+                if previous is None:
+                    _restore_history(detector, store, name)
             self.probes[name] = ProbeRunner(
-                name,
-                pcfg,
-                events,
-                store,
-                metrics,
-                self._probe_changed,
-                detector=old.detector if old is not None and same else None,
+                name, pcfg, events, store, metrics, self._probe_changed, detector=detector
             )
         self.services: dict[str, ServiceRuntime] = {}
         for name, scfg in config.services.items():
@@ -185,3 +185,13 @@ class Supervisor:
 def _gave_up(previous: Supervisor | None, service: str) -> bool:
     old = previous.services.get(service) if previous is not None else None
     return old is not None and old.ladder is not None and old.ladder.gave_up_announced
+
+
+def _restore_history(detector: FailureDetector, store: Store, probe: str) -> None:
+    """After an agent restart, the recent results on screen are the ones before it.
+
+    Only the history: the state starts `unknown` and is learnt again from new
+    runs, since the service may have changed while the agent was away.
+    """
+    rows = store.probe_results(probe, limit=detector.history.maxlen or 32)
+    detector.history.extend(Sample(ts, ok, latency, detail) for ts, ok, latency, detail in rows)

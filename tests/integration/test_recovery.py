@@ -209,15 +209,23 @@ def test_agent_restart_keeps_events_and_recovery_budget(start_agent, demo_servic
     demo_service.kill()
     agent.wait_event("recovery_recovered", service="web")
     before = agent.events()
+    results_before = {r["ts"] for r in probe(agent, "web")["recent"]}
     assert agent.stop() == 0
 
     agent.start()
+    # The recent results shown right after the restart include those from before it.
+    recent = {r["ts"] for r in probe(agent, "web")["recent"]}
+    assert results_before & recent, (results_before, recent)
     after = agent.events()
     ids = {e["id"] for e in after}
     assert {e["id"] for e in before} <= ids, "events from before the restart are kept"
     assert agent.events("agent_stopped") and len(agent.events("agent_started")) == 2
     assert agent.service("web")["recovery"]["attempts_in_window"] == 1
     assert agent.service("web")["recovery"]["history"][-1]["result"] == "recovered"
+
+
+def probe(agent, name):
+    return next(p for p in agent.get("/api/v1/probes") if p["name"] == name)
 
 
 def test_sigterm_ends_running_commands_and_exits_cleanly(start_agent, tmp_path):
