@@ -76,6 +76,8 @@ def parse_size(value: Any) -> int:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Windows, timeouts and periods: zero would mean a busy loop or an instant give-up.
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Argv = Annotated[list[str], Field(min_length=1)]
 
@@ -143,7 +145,7 @@ class ApiSection(Strict):
 class FlapSection(Strict):
     """Too many state changes within `window` mark a probe as flapping."""
 
-    window: Duration = 300.0
+    window: PositiveDuration = 300.0
     changes: int = Field(default=6, ge=2)
 
 
@@ -257,7 +259,7 @@ class DiskProbe(ProbeBase):
 class FileAgeProbe(ProbeBase):
     kind: Literal["file_age"]
     path: Path
-    max_age: Duration
+    max_age: PositiveDuration
 
 
 class SystemdProbe(ProbeBase):
@@ -273,7 +275,7 @@ ProbeConfig = Annotated[
 
 class CommandStep(Strict):
     command: Argv
-    timeout: Duration = 30.0
+    timeout: PositiveDuration = 30.0
 
 
 class Runbook(Strict):
@@ -282,8 +284,8 @@ class Runbook(Strict):
 
 
 class Backoff(Strict):
-    initial: Duration = 5.0
-    max: Duration = 300.0
+    initial: PositiveDuration = 5.0
+    max: PositiveDuration = 300.0
     multiplier: float = Field(default=2.0, ge=1.0)
 
 
@@ -297,10 +299,10 @@ class RecoveryPolicy(Strict):
     """
 
     steps: list[str] = Field(default_factory=lambda: ["restart"], min_length=1)
-    verify_window: Duration = 30.0
+    verify_window: PositiveDuration = 30.0
     backoff: Backoff = Backoff()
     max_attempts: int = Field(default=5, ge=1)
-    window: Duration = 3600.0
+    window: PositiveDuration = 3600.0
 
 
 class Service(Strict):
@@ -334,8 +336,8 @@ class Group(Strict):
     hooks: GroupHooks
     lag: CommandStep | None = None
     max_lag: float | None = Field(default=None, ge=0)
-    ttl: Duration = 10.0
-    loop_wait: Duration = 1.0
+    ttl: PositiveDuration = 10.0
+    loop_wait: PositiveDuration = 1.0
     #: How long the primary's service may stay down before it hands over. Default: 0 without
     #: a recovery policy, else one pass of the service's ladder (steps x verify_window).
     failover_after: Duration | None = None
@@ -356,17 +358,17 @@ class LeaseStoreSection(Strict):
     #: etcd: client URLs of the cluster (its v3 JSON gateway).
     endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"])
     prefix: str = "/hadeck"
-    timeout: Duration = 2.0
+    timeout: PositiveDuration = 2.0
 
 
 class ResourcesSection(Strict):
-    interval: Duration = 15.0
+    interval: PositiveDuration = 15.0
     mounts: list[Path] | None = None
 
 
 class RetentionSection(Strict):
-    events: Duration = 30 * 86400.0
-    probe_results: Duration = 86400.0
+    events: PositiveDuration = 30 * 86400.0
+    probe_results: PositiveDuration = 86400.0
     max_events: int = Field(default=100_000, ge=100)
     max_probe_results: int = Field(default=200_000, ge=1000)
 

@@ -19,8 +19,8 @@ def test_first_attempt_is_immediate_then_exponential_and_capped():
 
 
 @given(
-    initial=st.floats(0, 100),
-    cap=st.floats(0, 1000),
+    initial=st.floats(0.001, 100),
+    cap=st.floats(0.001, 1000),
     mult=st.floats(1, 10),
     n=st.integers(1, 200),
 )

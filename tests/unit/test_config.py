@@ -112,6 +112,12 @@ def test_minimal_config_is_valid(tmp_path):
             "probes:\n  w: {kind: disk, path: /, min_free: lots}\n",
             "probes.w.min_free: expected a size",
         ),
+        (
+            W + "services:\n  s: {probes: [w], restart: [x], recovery: {steps: [restart],"
+            " backoff: {initial: 0s}}}\n",
+            "services.s.recovery.backoff.initial: Input should be greater than 0",
+        ),
+        ("resources:\n  interval: 0s\n", "resources.interval: Input should be greater than 0"),
         ("api:\n  listen: 0.0.0.0:9440\n", "api.listen: the full API must listen on loopback only"),
         ("api:\n  token: {file: /x, env: Y}\n", "api.token: give exactly one of `file` or `env`"),
         (
