@@ -300,3 +300,26 @@ def emit_json(payload: dict[str, Any]) -> None:
     """The one machine-readable line, always last on stdout."""
     sys.stdout.flush()
     print(json.dumps(payload, sort_keys=False), flush=True)
+
+
+def run_benchmark(
+    name: str, measure: Callable[[], T], report: Callable[[T], dict[str, Any]]
+) -> int:
+    """Measure, then print the table and the JSON line last.
+
+    Exit status: 0 targets met, 1 missed, 2 could not measure (the JSON line
+    says why), 130 interrupted (everything started has been stopped).
+    """
+    with sigterm_as_interrupt():
+        try:
+            result = measure()
+        except BenchmarkError as exc:
+            print(f"{name}: could not measure: {exc}", file=sys.stderr)
+            emit_json({"benchmark": name, "ok": False, "error": str(exc)})
+            return 2
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted; everything started has been stopped", file=sys.stderr)
+            return 130
+    payload = report(result)
+    emit_json(payload)
+    return 0 if payload["ok"] else 1

@@ -862,24 +862,16 @@ def main() -> int:
 
 
 def measure_and_report(args: argparse.Namespace) -> int:
-    from _harness import emit_json, sigterm_as_interrupt
+    from _harness import run_benchmark
 
-    with sigterm_as_interrupt():
-        try:
-            starts = [cold_start(args.hosts) for _ in range(args.starts)]
-            views, memory, info = asyncio.run(
-                refreshes(args.hosts, args.refreshes, args.changed, args.budget)
-            )
-        except BenchmarkError as exc:
-            print(f"console_fleet: could not measure: {exc}", file=sys.stderr)
-            emit_json({"benchmark": "console_fleet", "ok": False, "error": str(exc)})
-            return 2
-        except KeyboardInterrupt:
-            print("console_fleet: interrupted", file=sys.stderr)
-            return 130
-    payload = report(args, starts, views, memory, info)
-    emit_json(payload)
-    return 0 if payload["ok"] else 1
+    def measure() -> tuple[list[dict[str, float | None]], Any, Any, Any]:
+        starts = [cold_start(args.hosts) for _ in range(args.starts)]
+        views, memory, info = asyncio.run(
+            refreshes(args.hosts, args.refreshes, args.changed, args.budget)
+        )
+        return starts, views, memory, info
+
+    return run_benchmark("console_fleet", measure, lambda m: report(args, *m))
 
 
 if __name__ == "__main__":

@@ -41,10 +41,9 @@ from _harness import (
     BenchmarkError,
     Cleanup,
     DemoService,
-    emit_json,
     machine,
     percentile,
-    sigterm_as_interrupt,
+    run_benchmark,
     table,
     wait_for,
 )
@@ -231,19 +230,7 @@ def main() -> int:
     args = p.parse_args()
     if args.runs < 1:
         p.error("--runs must be at least 1")
-    with sigterm_as_interrupt():
-        try:
-            results = measure(args.runs)
-        except BenchmarkError as exc:
-            print(f"detection: could not measure: {exc}", file=sys.stderr)
-            emit_json({"benchmark": "detection", "ok": False, "error": str(exc)})
-            return 2
-        except KeyboardInterrupt:
-            print("detection: interrupted; everything started has been stopped", file=sys.stderr)
-            return 130
-    payload = report(results)
-    emit_json(payload)
-    return 0 if payload["ok"] else 1
+    return run_benchmark("detection", lambda: measure(args.runs), report)
 
 
 if __name__ == "__main__":

@@ -47,11 +47,10 @@ from _harness import (
     BenchmarkError,
     Cleanup,
     DemoService,
-    emit_json,
     free_port,
     machine,
     percentile,
-    sigterm_as_interrupt,
+    run_benchmark,
     table,
     wait_for,
 )
@@ -409,19 +408,11 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--store", choices=["etcd", "sqlite"], default="etcd")
     args = p.parse_args()
-    with sigterm_as_interrupt():
-        try:
-            m = measure(args.runs, args.store)
-        except BenchmarkError as exc:
-            print(f"failover: could not measure: {exc}", file=sys.stderr)
-            emit_json({"benchmark": "failover", "ok": False, "error": str(exc)})
-            return 2
-        except KeyboardInterrupt:
-            print("failover: interrupted; everything started has been stopped", file=sys.stderr)
-            return 130
-    payload = report(m, args.runs, args.store)
-    emit_json(payload)
-    return 0 if payload["ok"] else 1
+    return run_benchmark(
+        "failover",
+        lambda: measure(args.runs, args.store),
+        lambda m: report(m, args.runs, args.store),
+    )
 
 
 if __name__ == "__main__":

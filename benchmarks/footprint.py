@@ -40,10 +40,9 @@ from _harness import (
     BenchmarkError,
     Cleanup,
     DemoService,
-    emit_json,
     machine,
     metric_sum,
-    sigterm_as_interrupt,
+    run_benchmark,
     table,
     wait_for,
 )
@@ -317,23 +316,15 @@ def main() -> int:
     args = p.parse_args()
     if args.seconds <= 0:
         p.error("--seconds must be positive")
-    with sigterm_as_interrupt():
-        try:
-            result = (
-                baseline(min(20.0, args.seconds))
-                | measure(args.seconds)
-                | {"wake_floor_us": round(1e6 * wake_floor(), 1)}
-            )
-        except BenchmarkError as exc:
-            print(f"footprint: could not measure: {exc}", file=sys.stderr)
-            emit_json({"benchmark": "footprint", "ok": False, "error": str(exc)})
-            return 2
-        except KeyboardInterrupt:
-            print("footprint: interrupted; everything started has been stopped", file=sys.stderr)
-            return 130
-    payload = report(result)
-    emit_json(payload)
-    return 0 if payload["ok"] else 1
+    return run_benchmark(
+        "footprint",
+        lambda: (
+            baseline(min(20.0, args.seconds))
+            | measure(args.seconds)
+            | {"wake_floor_us": round(1e6 * wake_floor(), 1)}
+        ),
+        report,
+    )
 
 
 if __name__ == "__main__":
