@@ -19,11 +19,13 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -76,6 +78,16 @@ def parse_size(value: Any) -> int:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _beside_config(value: Path, info: ValidationInfo) -> Path:
+    """A relative path is read as relative to the config file's directory (as Prometheus
+    does): the agent's working directory is `/` under systemd, a trap for `state_dir: state`."""
+    base = (info.context or {}).get("base")
+    return value if value.is_absolute() or base is None else base / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_beside_config)]
 # Windows, timeouts and periods: zero would mean a busy loop or an instant give-up.
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -89,7 +101,7 @@ class Strict(BaseModel):
 class Secret(Strict):
     """A secret comes from a file or an environment variable, never inline."""
 
-    file: Path | None = None
+    file: ConfigPath | None = None
     env: str | None = None
 
     @model_validator(mode="after")
@@ -101,7 +113,7 @@ class Secret(Strict):
 
 class AgentSection(Strict):
     name: str = Field(default_factory=socket.gethostname)
-    state_dir: Path = Path("/var/lib/hadeck")
+    state_dir: ConfigPath = Path("/var/lib/hadeck")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -234,7 +246,7 @@ class CommandProbe(ProbeBase):
 class ProcessProbe(ProbeBase):
     kind: Literal["process"]
     name: str | None = None
-    pidfile: Path | None = None
+    pidfile: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> ProcessProbe:
@@ -245,7 +257,7 @@ class ProcessProbe(ProbeBase):
 
 class DiskProbe(ProbeBase):
     kind: Literal["disk"]
-    path: Path
+    path: ConfigPath
     min_free: Size | None = None
     min_free_percent: float | None = Field(default=None, gt=0, lt=100)
 
@@ -258,7 +270,7 @@ class DiskProbe(ProbeBase):
 
 class FileAgeProbe(ProbeBase):
     kind: Literal["file_age"]
-    path: Path
+    path: ConfigPath
     max_age: PositiveDuration
 
 
@@ -354,7 +366,7 @@ class Group(Strict):
 class LeaseStoreSection(Strict):
     kind: Literal["sqlite", "etcd"] = "sqlite"
     #: sqlite: the database file every member on this machine shares.
-    path: Path | None = None
+    path: ConfigPath | None = None
     #: etcd: client URLs of the cluster (its v3 JSON gateway).
     endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"])
     prefix: str = "/hadeck"
@@ -365,6 +377,14 @@ class ResourcesSection(Strict):
     interval: PositiveDuration = 15.0
     mounts: list[Path] | None = None
 
+    @field_validator("mounts")
+    @classmethod
+    def _mount_points(cls, value: list[Path] | None) -> list[Path] | None:
+        for mount in value or []:
+            if not mount.is_absolute():
+                raise ValueError(f"{str(mount)!r} is not a mount point (an absolute path)")
+        return value
+
 
 class RetentionSection(Strict):
     events: PositiveDuration = 30 * 86400.0
@@ -374,7 +394,7 @@ class RetentionSection(Strict):
 
 
 class AuditSection(Strict):
-    path: Path | None = None
+    path: ConfigPath | None = None
 
 
 class AgentConfig(Strict):
@@ -559,7 +579,7 @@ def validate(data: Any, file: str) -> AgentConfig:
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, "", "the top level must be a mapping of sections")])
     try:
-        return AgentConfig.model_validate(data)
+        return AgentConfig.model_validate(data, context={"base": Path(file).parent.absolute()})
     except ValidationError as exc:
         problems: list[Problem] = []
         for error in exc.errors():

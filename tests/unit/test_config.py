@@ -118,6 +118,7 @@ def test_minimal_config_is_valid(tmp_path):
             "services.s.recovery.backoff.initial: Input should be greater than 0",
         ),
         ("resources:\n  interval: 0s\n", "resources.interval: Input should be greater than 0"),
+        ("resources:\n  mounts: [data]\n", "resources.mounts: 'data' is not a mount point"),
         ("api:\n  listen: 0.0.0.0:9440\n", "api.listen: the full API must listen on loopback only"),
         ("api:\n  token: {file: /x, env: Y}\n", "api.token: give exactly one of `file` or `env`"),
         (
@@ -259,3 +260,21 @@ def test_a_key_given_twice_is_an_error_not_silently_the_last(tmp_path: Path) -> 
     assert [str(p) for p in err.value.problems] == [
         f"{path}: invalid YAML: line 3, column 3: duplicate key 'web'"
     ]
+
+
+def test_relative_paths_are_beside_the_config_file_not_the_working_directory(tmp_path: Path):
+    etc = tmp_path / "etc" / "hadeck"
+    etc.mkdir(parents=True)
+    f = etc / "agent.yaml"
+    f.write_text(
+        "agent: {state_dir: state}\n"
+        "api: {token: {file: secrets/token}}\n"
+        "probes:\n"
+        "  beat: {kind: file_age, path: run/beat, max_age: 1m}\n"
+        "  abs: {kind: file_age, path: /run/beat, max_age: 1m}\n"
+    )
+    cfg = load(f)
+    assert cfg.agent.state_dir == etc / "state"
+    assert cfg.api.token is not None and cfg.api.token.file == etc / "secrets" / "token"
+    assert cfg.probes["beat"].path == etc / "run" / "beat"  # type: ignore[union-attr]
+    assert cfg.probes["abs"].path == Path("/run/beat")  # type: ignore[union-attr]
