@@ -285,6 +285,22 @@ def test_sighup_applies_a_valid_config_and_keeps_the_old_on_error(start_agent, d
     assert agent.proc is not None and agent.proc.poll() is None
 
 
+def test_sighup_applies_a_new_resource_sampling_interval(start_agent):
+    agent = start_agent({"resources": {"interval": "1h", "mounts": ["/"]}})
+
+    def sampled_at() -> float | None:
+        return agent.get("/api/v1/status", recent=0)["resources"]["sampled_at"]
+
+    first = wait_for(sampled_at, 10, "the first resource sample")
+    agent.config["resources"]["interval"] = "200ms"
+    agent.write_config()
+    agent.signal(signal.SIGHUP)
+    agent.wait_event("config_reloaded")
+    # Within the old hour, only the new interval can bring two more samples.
+    seen = wait_for(lambda: (s := sampled_at()) and s > first and s, 10, "a second sample")
+    wait_for(lambda: sampled_at() > seen, 10, "a third sample")
+
+
 def test_a_hung_probe_never_delays_the_others(start_agent, demo_service):
     agent = start_agent(
         {
