@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,9 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self._results: list[_ResultRow] = []
         self._results_flush: asyncio.TimerHandle | None = None
+        # Prune (in a worker thread) and the results flush both open a transaction on this
+        # one connection; SQLite allows one at a time per connection.
+        self._transaction = threading.Lock()
         self.db.executescript(SCHEMA)
         # An attempt still `running` was cut short by a crash or kill of the agent.
         self.db.execute(
@@ -109,7 +113,7 @@ class Store:
         )
 
     def close(self) -> None:
-        self.flush_results()
+        self.flush_results(wait=True)
         self.db.close()
 
     def add_event(
@@ -166,28 +170,41 @@ class Store:
     ) -> None:
         """Buffered (see the module's doc); outside an event loop, written at once."""
         self._results.append((probe, ts, int(ok), latency, detail))
-        if self._results_flush is not None:
-            return
+        if self._results_flush is None and not self._schedule_flush():
+            self.flush_results(wait=True)
+
+    def _schedule_flush(self) -> bool:
+        """Arm the flush timer; False outside an event loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.flush_results()
-            return
+            return False
         self._results_flush = loop.call_later(RESULTS_FLUSH_DELAY, self.flush_results)
+        return True
 
-    def flush_results(self) -> None:
+    def flush_results(self, wait: bool = False) -> None:
+        """Write the buffered results. In the event loop it never waits for a prune
+        running in a worker thread: the results stay buffered and it tries again later."""
         if self._results_flush is not None:
             self._results_flush.cancel()
             self._results_flush = None
-        rows, self._results = self._results, []
-        if not rows:
+        if not self._results:
             return
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO probe_results (probe, ts, ok, latency, detail) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+        if not self._transaction.acquire(blocking=wait):
+            if self._schedule_flush():
+                return
+            self._transaction.acquire()
+        try:
+            rows, self._results = self._results, []
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT INTO probe_results (probe, ts, ok, latency, detail)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+        finally:
+            self._transaction.release()
 
     def probe_results(self, probe: str, limit: int = 50) -> list[tuple[float, bool, float, str]]:
         self.flush_results()
@@ -248,7 +265,7 @@ class Store:
         now: float | None = None,
     ) -> None:
         now = time.time() if now is None else now
-        with self.db:
+        with self._transaction, self.db:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM events WHERE ts < ?", (now - events_age,))
             self.db.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 from agent.store import RESULTS_FLUSH_DELAY, Store
@@ -57,3 +58,29 @@ async def test_probe_results_reach_the_file_soon_and_all_on_close(tmp_path):
     assert reader.execute("SELECT detail FROM probe_results ORDER BY id DESC").fetchone() == (
         "last",
     )
+
+
+async def test_results_flush_while_a_prune_runs_in_a_worker_thread(tmp_path):
+    # The agent prunes in a worker thread on the same connection the loop writes with.
+    store = Store(tmp_path / "state.db")
+    stop = threading.Event()
+
+    def prune_until_stopped() -> int:
+        rounds = 0
+        while not stop.is_set():
+            store.prune(events_age=1e9, results_age=1e9, max_events=10**6, max_results=10**6)
+            rounds += 1
+        return rounds
+
+    pruner = asyncio.get_running_loop().run_in_executor(None, prune_until_stopped)
+    try:
+        for i in range(300):
+            store.add_probe_result("p", float(i), True, 0.01, "ok")
+            store.flush_results()  # from the loop: must neither fail nor wait for the prune
+            await asyncio.sleep(0)
+    finally:
+        stop.set()
+        assert await pruner > 0
+    store.close()
+    reader = sqlite3.connect(tmp_path / "state.db")
+    assert reader.execute("SELECT COUNT(*) FROM probe_results").fetchone()[0] == 300
