@@ -79,12 +79,18 @@ def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
 
 async def _end_group(proc: asyncio.subprocess.Process) -> None:
     _signal_group(proc, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(KILL_GRACE):
+            await proc.wait()
+    except TimeoutError:
+        pass
+    finally:
+        # Children that ignored SIGTERM, the group's other members, and everything left
+        # when the caller gives up waiting (a probe's deadline cancels this) go now.
+        _signal_group(proc, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), KILL_GRACE)
-    # Children that ignored SIGTERM, or the group's other members, go now.
-    _signal_group(proc, signal.SIGKILL)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), KILL_GRACE)
+        async with asyncio.timeout(KILL_GRACE):
+            await proc.wait()
 
 
 async def run(
@@ -123,8 +129,8 @@ async def run(
         timed_out = True
         await _end_group(proc)
     except asyncio.CancelledError:
-        await _end_group(proc)
         reader.cancel()
+        await _end_group(proc)
         raise
     finally:
         _running.discard(proc)

@@ -9,6 +9,7 @@ reload say exactly where to look. Unknown keys are errors: a typo such as
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -35,6 +36,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # RFC 9110 token characters.
+# The probe frames its own request: one of these from the config would break it.
+_FRAMING_HEADERS = {"content-length", "transfer-encoding", "connection"}
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
 _SIZE_UNITS = {
@@ -63,6 +66,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"expected a duration such as 5s, 500ms or 2m, got {value!r}")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     return seconds
 
 
@@ -197,13 +202,20 @@ class HttpProbe(ProbeBase):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
+        if not value.isascii() or any(c.isspace() or ord(c) < 32 for c in value):
+            raise ValueError(
+                "write the URL in ASCII without spaces: percent-encode the path "
+                "(%20) and give an international host name in its xn-- form"
+            )
         url = urlsplit(value)
         if not url.hostname:
             raise ValueError(f"no host in {value!r}")
         try:
-            url.port  # noqa: B018 - parsing the port is the check
+            port = url.port
         except ValueError as exc:
             raise ValueError(f"bad port in {value!r}: {exc}") from None
+        if port == 0:
+            raise ValueError(f"bad port in {value!r}: 0")
         return value
 
     @field_validator("headers")
@@ -212,10 +224,12 @@ class HttpProbe(ProbeBase):
         for name, text in value.items():
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
-            if text != text.strip() or any(c in text for c in "\r\n\0"):
+            if name.lower() in _FRAMING_HEADERS:
+                raise ValueError(f"header {name!r} is set by the probe itself")
+            if not text.isascii() or text != text.strip() or any(c in text for c in "\r\n\0"):
                 raise ValueError(
-                    f"header {name!r}: a value may not contain line breaks or NUL, "
-                    "nor start or end with white space"
+                    f"header {name!r}: a value must be ASCII, without line breaks or NUL, "
+                    "and not start or end with white space"
                 )
         return value
 

@@ -342,9 +342,8 @@ class Agent:
         self.supervisor.listeners.append(self._service_changed)
         self._schedule_probes()
         if new.resources.interval != old.resources.interval:
-            self.scheduler.reschedule_job(
-                "resources", trigger=every(new.resources.interval), next_run_time=in_seconds(0)
-            )
+            self.scheduler.reschedule_job("resources", trigger=every(new.resources.interval))
+            self.scheduler.modify_job("resources", next_run_time=in_seconds(0))
         self.supervisor.start()
         self.config_loaded_at = time.time()
         self.metrics.config_reloads.labels("applied").inc()

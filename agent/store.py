@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +101,6 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self._results: list[_ResultRow] = []
         self._results_flush: asyncio.TimerHandle | None = None
-        # Prune (in a worker thread) and the results flush both open a transaction on this
-        # one connection; SQLite allows one at a time per connection.
-        self._transaction = threading.Lock()
         self.db.executescript(SCHEMA)
         # An attempt still `running` was cut short by a crash or kill of the agent.
         self.db.execute(
@@ -113,7 +109,7 @@ class Store:
         )
 
     def close(self) -> None:
-        self.flush_results(wait=True)
+        self.flush_results()
         self.db.close()
 
     def add_event(
@@ -171,7 +167,7 @@ class Store:
         """Buffered (see the module's doc); outside an event loop, written at once."""
         self._results.append((probe, ts, int(ok), latency, detail))
         if self._results_flush is None and not self._schedule_flush():
-            self.flush_results(wait=True)
+            self.flush_results()
 
     def _schedule_flush(self) -> bool:
         """Arm the flush timer; False outside an event loop."""
@@ -182,29 +178,19 @@ class Store:
         self._results_flush = loop.call_later(RESULTS_FLUSH_DELAY, self.flush_results)
         return True
 
-    def flush_results(self, wait: bool = False) -> None:
-        """Write the buffered results. In the event loop it never waits for a prune
-        running in a worker thread: the results stay buffered and it tries again later."""
+    def flush_results(self) -> None:
         if self._results_flush is not None:
             self._results_flush.cancel()
             self._results_flush = None
         if not self._results:
             return
-        if not self._transaction.acquire(blocking=wait):
-            if self._schedule_flush():
-                return
-            self._transaction.acquire()
-        try:
-            rows, self._results = self._results, []
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany(
-                    "INSERT INTO probe_results (probe, ts, ok, latency, detail)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-        finally:
-            self._transaction.release()
+        rows, self._results = self._results, []
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO probe_results (probe, ts, ok, latency, detail) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def probe_results(self, probe: str, limit: int = 50) -> list[tuple[float, bool, float, str]]:
         self.flush_results()
@@ -264,17 +250,39 @@ class Store:
         max_results: int,
         now: float | None = None,
     ) -> None:
+        """Delete what retention no longer keeps. Runs in a worker thread, on a connection
+        of its own and in small transactions: the event loop's writes on the main
+        connection wait for one batch at most, never for the whole prune, and never end
+        up inside the prune's transaction."""
         now = time.time() if now is None else now
-        with self._transaction, self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM events WHERE ts < ?", (now - events_age,))
-            self.db.execute(
-                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (max_events,)
-            )
-            self.db.execute("DELETE FROM probe_results WHERE ts < ?", (now - results_age,))
-            self.db.execute(
-                "DELETE FROM probe_results WHERE id <= (SELECT MAX(id) FROM probe_results) - ?",
-                (max_results,),
-            )
-            for table in ("recovery_attempts", "actions"):
-                self.db.execute(f"DELETE FROM {table} WHERE ts < ?", (now - events_age,))  # noqa: S608
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        try:
+            for table, age, most in (
+                ("events", events_age, max_events),
+                ("probe_results", results_age, max_results),
+                ("recovery_attempts", events_age, None),
+                ("actions", events_age, None),
+            ):
+                where = "ts < ?"
+                args: tuple[float, ...] = (now - age,)
+                if most is not None:
+                    last = db.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0] or 0  # noqa: S608
+                    where += " OR id <= ?"
+                    args += (last - most,)
+                _delete_in_batches(db, table, where, args)
+        finally:
+            db.close()
+
+
+PRUNE_BATCH = 2000
+
+
+def _delete_in_batches(
+    db: sqlite3.Connection, table: str, where: str, args: tuple[float, ...]
+) -> None:
+    sql = (
+        f"DELETE FROM {table} WHERE id IN"  # noqa: S608 - table names are ours, values bound
+        f" (SELECT id FROM {table} WHERE {where} LIMIT {PRUNE_BATCH})"
+    )
+    while db.execute(sql, args).rowcount == PRUNE_BATCH:
+        pass

@@ -36,11 +36,18 @@ async def connect(host: str, port: int) -> socket.socket:
     if family is not None:
         addresses = [(family, (host, port))]
     else:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except UnicodeError as exc:  # a name the IDNA codec refuses (a label over 63 bytes)
+            raise OSError(f"cannot resolve {host!r}: {exc}") from None
         addresses = [(info[0], info[4]) for info in infos]
     error: OSError | None = None
     for fam, address in addresses:
-        sock = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(fam, socket.SOCK_STREAM)
+        except OSError as exc:  # e.g. IPv6 disabled on this host: try the next address
+            error = exc
+            continue
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, address)

@@ -72,3 +72,15 @@ async def test_cancelling_a_command_ends_it(tmp_path, ignore_term):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not _alive(pid)
+
+
+async def test_a_deadline_during_the_grace_period_still_kills(tmp_path):
+    # A probe's runner gives a command its timeout plus a short margin, less than the
+    # SIGTERM grace: a command that ignores SIGTERM must still be killed when cut off.
+    pidfile = tmp_path / "pid"
+    argv = ["sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.1; done"]
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5 + 0.25):
+            await commands.run(argv, timeout=0.5)
+    pid = int(pidfile.read_text())
+    await asyncio.to_thread(wait_for, lambda: not _alive(pid), 5, f"pid {pid} to be gone")

@@ -83,6 +83,22 @@ def test_minimal_config_is_valid(tmp_path):
             "probes.w.url: expected an http:// or https:// URL",
         ),
         (
+            "probes:\n  w: {kind: http, url: 'http://h/a b'}\n",
+            "probes.w.url: write the URL in ASCII without spaces",
+        ),
+        (
+            "probes:\n  w: {kind: http, url: 'http://h:0/'}\n",
+            "probes.w.url: bad port in 'http://h:0/': 0",
+        ),
+        (
+            "probes:\n  w: {kind: http, url: 'http://h/', headers: {Content-Length: '5'}}\n",
+            "probes.w.headers: header 'Content-Length' is set by the probe itself",
+        ),
+        (
+            "resources:\n  interval: .inf\n",
+            "resources.interval: a duration must be a finite number of seconds",
+        ),
+        (
             "probes:\n  w: {kind: http, url: 'http:///healthz'}\n",
             "probes.w.url: no host in 'http:///healthz'",
         ),
@@ -96,7 +112,7 @@ def test_minimal_config_is_valid(tmp_path):
         ),
         (
             "probes:\n  w: {kind: http, url: 'http://h/', headers: {X-Y: ' z'}}\n",
-            "probes.w.headers: header 'X-Y': a value may not contain line breaks",
+            "probes.w.headers: header 'X-Y': a value must be ASCII, without line breaks",
         ),
         (
             "probes:\n  w: {kind: command, command: []}\n",

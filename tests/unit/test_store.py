@@ -61,7 +61,7 @@ async def test_probe_results_reach_the_file_soon_and_all_on_close(tmp_path):
 
 
 async def test_results_flush_while_a_prune_runs_in_a_worker_thread(tmp_path):
-    # The agent prunes in a worker thread on the same connection the loop writes with.
+    # The agent prunes in a worker thread while the loop goes on writing.
     store = Store(tmp_path / "state.db")
     stop = threading.Event()
 
@@ -74,9 +74,9 @@ async def test_results_flush_while_a_prune_runs_in_a_worker_thread(tmp_path):
 
     pruner = asyncio.get_running_loop().run_in_executor(None, prune_until_stopped)
     try:
-        for i in range(300):
-            store.add_probe_result("p", float(i), True, 0.01, "ok")
-            store.flush_results()  # from the loop: must neither fail nor wait for the prune
+        for _ in range(300):
+            store.add_probe_result("p", time.time(), True, 0.01, "ok")  # kept by retention
+            store.flush_results()  # from the loop: must not fail while the prune runs
             await asyncio.sleep(0)
     finally:
         stop.set()
