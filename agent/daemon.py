@@ -193,10 +193,10 @@ class Agent:
     async def run(self) -> None:
         commands.watch_children_with_pidfds()
         self._open()
-        sockets = [_bind(self.config.api.listen)]
+        sockets, apps = [_bind(self.config.api.listen)], [build_api(self)]
         if self.config.api.public_listen:
             sockets.append(_bind(self.config.api.public_listen))
-        apps = [build_api(self)] + ([build_public(self)] if len(sockets) > 1 else [])
+            apps.append(build_public(self))
         servers = [
             _Server(
                 uvicorn.Config(

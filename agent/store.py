@@ -166,17 +166,14 @@ class Store:
     ) -> None:
         """Buffered (see the module's doc); outside an event loop, written at once."""
         self._results.append((probe, ts, int(ok), latency, detail))
-        if self._results_flush is None and not self._schedule_flush():
-            self.flush_results()
-
-    def _schedule_flush(self) -> bool:
-        """Arm the flush timer; False outside an event loop."""
+        if self._results_flush is not None:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return False
+            self.flush_results()
+            return
         self._results_flush = loop.call_later(RESULTS_FLUSH_DELAY, self.flush_results)
-        return True
 
     def flush_results(self) -> None:
         if self._results_flush is not None:

@@ -179,7 +179,7 @@ class Supervisor:
             *(s.ladder.stop() for s in self.services.values() if s.ladder is not None)
         )
         for runner in self.probes.values():
-            await runner.close()
+            runner.close()
 
 
 def _gave_up(previous: Supervisor | None, service: str) -> bool:

@@ -28,9 +28,6 @@ class Probe(ABC):
     async def check(self) -> Outcome:
         """Look at the target once. Exceptions are turned into failures by the runner."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release what the probe holds (connection pools)."""
-
 
 def os_reason(exc: OSError) -> str:
     """The system's words for a failed socket call: "Connection refused", not asyncio's

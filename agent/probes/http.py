@@ -102,7 +102,7 @@ class HttpCheck(Probe):
             return Outcome(False, f"bad HTTP response from {where}: {exc}")
         finally:
             if stream is not None:
-                await stream.close()
+                stream.close()
         if status not in self.cfg.expect_status:
             return Outcome(False, f"HTTP {status}, expected {self.cfg.expect_status}")
         if self.body is not None:
@@ -142,7 +142,7 @@ class _Stream(Protocol):
 
     async def recv(self) -> bytes: ...
 
-    async def close(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class _PlainStream:
@@ -162,7 +162,7 @@ class _PlainStream:
     async def recv(self) -> bytes:
         return await self.loop.sock_recv(self.sock, READ_SIZE)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self.sock.close()
 
 
@@ -184,7 +184,7 @@ class _TlsStream:
     async def recv(self) -> bytes:
         return await self.reader.read(READ_SIZE)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Dropped at once: a TLS close would wait for the peer's close_notify, and a
         server that never sends one would turn a healthy answer into a timeout."""
         self.writer.transport.abort()

@@ -43,13 +43,11 @@ class ProbeRunner:
         store: Store,
         metrics: Metrics,
         on_change: Callable[[ProbeRunner], None],
-        detector: FailureDetector | None = None,
+        detector: FailureDetector,
     ) -> None:
         self.name, self.cfg = name, cfg
         self.check = probes.build(cfg)
-        self.detector = detector or FailureDetector(
-            cfg.fall, cfg.rise, cfg.flap.window, cfg.flap.changes
-        )
+        self.detector = detector
         self.events, self.store, self.metrics = events, store, metrics
         self.on_change = on_change
         self.services: list[str] = []
@@ -141,6 +139,5 @@ class ProbeRunner:
     def recent(self, n: int = 20) -> list[ProbeResult]:
         return [wire(s) for s in list(self.detector.history)[-n:]]
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self.closed = True
-        await self.check.close()

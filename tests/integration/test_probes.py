@@ -26,11 +26,7 @@ def probe(**cfg):
 
 
 async def outcome(**cfg):
-    check = probe(**cfg)
-    try:
-        return await check.check()
-    finally:
-        await check.close()
+    return await probe(**cfg).check()
 
 
 async def test_http_status_and_body(demo_service):
