@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from agent.ticks import TICK
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -176,8 +178,9 @@ class ProbeBase(Strict):
 
     @model_validator(mode="after")
     def _timing(self) -> ProbeBase:
-        if self.interval < 0.1:
-            raise ValueError("interval must be at least 100ms")
+        if self.interval < TICK:
+            # Runs are aligned to the tick: a shorter interval would lose runs to it.
+            raise ValueError(f"interval must be at least {TICK * 1000:g}ms (the agent's tick)")
         if self.timeout <= 0 or self.timeout > self.interval:
             raise ValueError(
                 f"timeout ({self.timeout:g}s) must be above 0 and at most the interval "

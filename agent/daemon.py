@@ -40,6 +40,7 @@ from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
 from agent.store import Store
 from agent.supervisor import Supervisor
+from agent.ticks import next_tick
 
 log = logging.getLogger("hadeck.agent")
 
@@ -51,7 +52,8 @@ class StartupError(Exception):
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling (the agent owns SIGTERM and SIGHUP) and
     without its 10-per-second housekeeping tick: an idle agent should sleep. The tick's
-    work (the Date header, once a second) runs once a second; `exit` ends it at once."""
+    work (the Date header, once a second) runs once a second, on the agent's tick
+    (agent/ticks.py) to share a wake-up with probe runs; `exit` ends it at once."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
@@ -64,7 +66,7 @@ class _Server(uvicorn.Server):
     async def main_loop(self) -> None:
         while not await self.on_tick(0):  # tick 0: the once-a-second work, every time
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout_at(next_tick(asyncio.get_running_loop(), 1.0)):
                     await self._exit.wait()
 
     def exit(self) -> None:

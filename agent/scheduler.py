@@ -7,6 +7,9 @@ agent only touches its scheduler from the loop's own thread, so the timer calls
 the scheduling pass directly. On the 2-core benchmark machine that is about a
 fifth of the scheduler's cost per run; see benchmarks/RESULTS.md (footprint).
 
+The timer is also aligned to the agent's tick (agent/ticks.py), so runs that
+fall due close together share one wake-up of the process.
+
 Scheduling runs in UTC: the local zone only adds conversions to every run (and
 a probe interval has nothing to do with the wall clock's zone).
 """
@@ -17,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from agent.ticks import next_tick
 
 
 def every(seconds: float, jitter: float = 0.0) -> IntervalTrigger:
@@ -35,7 +40,8 @@ class LoopScheduler(AsyncIOScheduler):  # type: ignore[misc]  # untyped library
     def _start_timer(self, wait_seconds: float | None) -> None:
         self._stop_timer()
         if wait_seconds is not None:
-            self._timeout = self._eventloop.call_later(wait_seconds, self._wake_in_loop)
+            loop = self._eventloop
+            self._timeout = loop.call_at(next_tick(loop, wait_seconds), self._wake_in_loop)
 
     def _wake_in_loop(self) -> None:
         self._stop_timer()

@@ -5,9 +5,11 @@ crash mid-write leaves the database consistent (each write is one transaction).
 Retention is bounded by age and by row count, pruned periodically.
 
 Probe results are the one buffered write: they are kept for up to
-RESULTS_FLUSH_DELAY and written together in one transaction. At dozens of probe
-runs a second, one commit per result was a tenth of the agent's CPU; a crash
-loses at most that last second of results, never an event or an attempt.
+RESULTS_FLUSH_DELAY (on the agent's tick, agent/ticks.py, so the write shares a
+wake-up with probe runs) and written together in one transaction. At dozens of
+probe runs a second, one commit per result was a tenth of the agent's CPU; a
+crash loses at most the last second and a quarter of results, never an event or
+an attempt.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.ticks import next_tick
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -173,7 +177,7 @@ class Store:
         except RuntimeError:
             self.flush_results()
             return
-        self._results_flush = loop.call_later(RESULTS_FLUSH_DELAY, self.flush_results)
+        self._results_flush = loop.call_at(next_tick(loop, RESULTS_FLUSH_DELAY), self.flush_results)
 
     def flush_results(self) -> None:
         if self._results_flush is not None:

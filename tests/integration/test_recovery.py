@@ -312,7 +312,7 @@ def test_a_hung_probe_never_delays_the_others(start_agent, demo_service):
                     "timeout": "900ms",
                     "fall": 1,
                 },
-                "fast": http_probe(demo_service, interval="200ms", timeout="150ms"),
+                "fast": http_probe(demo_service, interval="250ms", timeout="200ms"),
             },
         }
     )
@@ -327,8 +327,8 @@ def test_a_hung_probe_never_delays_the_others(start_agent, demo_service):
         return 0.0
 
     # While the hung probe keeps timing out, the fast one keeps its own pace: 10 more runs
-    # at 200 ms take 2 s; a fast probe stuck behind the 900 ms one could not do it in 4.
+    # at 250 ms take 2.5 s; a fast probe stuck behind the 900 ms one would need 9.
     start = fast_runs()
-    wait_for(lambda: fast_runs() >= start + 10, 4, "10 more runs of the fast probe")
+    wait_for(lambda: fast_runs() >= start + 10, 5, "10 more runs of the fast probe")
     hung = next(p for p in agent.get("/api/v1/probes") if p["name"] == "hung")
     assert "timed out" in hung["last"]["detail"]

@@ -79,6 +79,10 @@ def test_minimal_config_is_valid(tmp_path):
             "probes.w: timeout (5s) must be above 0 and at most the interval (1s)",
         ),
         (
+            "probes:\n  w: {kind: tcp, host: h, port: 1, interval: 200ms, timeout: 100ms}\n",
+            "probes.w: interval must be at least 250ms (the agent's tick)",
+        ),
+        (
             "probes:\n  w: {kind: http, url: 'ftp://x'}\n",
             "probes.w.url: expected an http:// or https:// URL",
         ),
