@@ -53,6 +53,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # FastAPI asks of every response model whether it is a pydantic v1 class by importing
+    # pydantic.v1: 1.8 MB of a 60 MB budget, for a check that is always "no" here (the
+    # agent has no v1 models). Refusing the import makes FastAPI's check answer "no" at once.
+    sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
     from agent.daemon import Agent, StartupError  # the web stack loads only when running
 
     try:

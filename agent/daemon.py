@@ -205,6 +205,8 @@ class Agent:
                     app,
                     log_level="warning",
                     lifespan="off",
+                    http="h11",  # what is installed, said: no probing for optional parsers
+                    ws="none",  # no websocket routes
                     access_log=False,
                     timeout_graceful_shutdown=5,
                 )
