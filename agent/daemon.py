@@ -28,6 +28,7 @@ from agent import __version__, commands, config, resources
 from agent.actions import Actions
 from agent.api.app import build_api, build_public
 from agent.audit import AuditLog
+from agent.blocking import Blocking, StillBlocked
 from agent.config import AgentConfig, ConfigError, Group
 from agent.detector import State
 from agent.events import EventLog
@@ -132,6 +133,7 @@ class Agent:
         self.config, self.config_path = cfg, config_path
         self.started_at = self.config_loaded_at = time.time()
         self.resources: Resources = resources.EMPTY
+        self._sampling = Blocking()
         self._stop = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------
@@ -292,7 +294,18 @@ class Agent:
             )
 
     async def _sample_resources(self) -> None:
-        sample = await asyncio.to_thread(resources.sample, self.config.resources.mounts)
+        interval = self.config.resources.interval
+        try:
+            async with asyncio.timeout(interval):
+                sample = await self._sampling.call(
+                    partial(resources.sample, self.config.resources.mounts)
+                )
+        except TimeoutError:
+            log.warning("host resources: no sample within %gs (a hung mount?)", interval)
+            return
+        except StillBlocked as exc:
+            log.warning("host resources: %s", exc)
+            return
         self.resources = sample
         m = self.metrics
         m.cpu.set(sample.cpu_ratio or 0.0)

@@ -22,7 +22,8 @@ def _mounts(configured: list[Path] | None) -> list[str]:
 
 
 def sample(configured: list[Path] | None) -> Resources:
-    """Blocking; call in a thread. A mount that cannot be read is left out, not fatal."""
+    """Blocking (a hung mount blocks it): call through agent.blocking. A mount that cannot
+    be read is left out, not fatal."""
     mem = psutil.virtual_memory()
     disks = []
     for mount in _mounts(configured):

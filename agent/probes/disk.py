@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 
 import psutil
 
+from agent.blocking import Blocking
 from agent.config import DiskProbe
 from agent.probes.base import Outcome, Probe
 
@@ -23,10 +24,11 @@ class DiskCheck(Probe):
 
     def __init__(self, cfg: DiskProbe) -> None:
         self.cfg = cfg
+        self.blocking = Blocking()
 
     async def check(self) -> Outcome:
         try:
-            usage = await asyncio.to_thread(psutil.disk_usage, str(self.cfg.path))
+            usage = await self.blocking.call(partial(psutil.disk_usage, str(self.cfg.path)))
         except OSError as exc:
             return Outcome(False, f"{self.cfg.path}: {exc.strerror or exc}")
         free_pct = 100.0 * usage.free / usage.total if usage.total else 0.0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
+from functools import partial
 
+from agent.blocking import Blocking
 from agent.config import FileAgeProbe
 from agent.probes.base import Outcome, Probe
 
@@ -15,10 +16,11 @@ class FileAgeCheck(Probe):
 
     def __init__(self, cfg: FileAgeProbe) -> None:
         self.cfg = cfg
+        self.blocking = Blocking()
 
     async def check(self) -> Outcome:
         try:
-            st = await asyncio.to_thread(os.stat, self.cfg.path)
+            st = await self.blocking.call(partial(os.stat, self.cfg.path))
         except OSError as exc:
             return Outcome(False, f"{self.cfg.path}: {exc.strerror or exc}")
         age = time.time() - st.st_mtime

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import psutil
 
+from agent.blocking import Blocking
 from agent.config import ProcessProbe
 from agent.probes.base import Outcome, Probe
 
@@ -15,9 +14,10 @@ class ProcessCheck(Probe):
 
     def __init__(self, cfg: ProcessProbe) -> None:
         self.cfg = cfg
+        self.blocking = Blocking()
 
     async def check(self) -> Outcome:
-        return await asyncio.to_thread(self._look)
+        return await self.blocking.call(self._look)
 
     def _look(self) -> Outcome:
         if self.cfg.pidfile is not None:

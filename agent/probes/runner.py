@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from agent import probes
+from agent.blocking import StillBlocked
 from agent.config import ProbeConfig
 from agent.detector import Change, FailureDetector, Sample, State
 from agent.events import EventLog
@@ -73,6 +74,8 @@ class ProbeRunner:
                     outcome = await self.check.check()
             except TimeoutError:
                 outcome = Outcome(False, f"no answer within {self.cfg.timeout:g}s")
+            except StillBlocked as exc:
+                outcome = Outcome(False, str(exc))
             except Exception as exc:  # a probe bug must not kill the scheduler job
                 outcome = Outcome(False, f"probe error: {type(exc).__name__}: {exc}")
             sample = Sample(

@@ -332,3 +332,40 @@ def test_a_hung_probe_never_delays_the_others(start_agent, demo_service):
     wait_for(lambda: fast_runs() >= start + 10, 5, "10 more runs of the fast probe")
     hung = next(p for p in agent.get("/api/v1/probes") if p["name"] == "hung")
     assert "timed out" in hung["last"]["detail"]
+
+
+def test_a_hung_filesystem_strands_one_thread_and_starves_nothing(start_agent, tmp_path):
+    # Opening a FIFO that no one writes blocks in the kernel, as a stat() on a dead NFS
+    # mount does: the process probe's thread cannot come back, or be cancelled.
+    fifo = tmp_path / "hung.pid"
+    os.mkfifo(fifo)
+    heartbeat = tmp_path / "heartbeat"
+    heartbeat.touch()
+    fast = {"interval": "250ms", "timeout": "200ms", "fall": 1, "rise": 1}
+    agent = start_agent(
+        {
+            "probes": {
+                "hung": {"kind": "process", "pidfile": str(fifo), **fast},
+                "beat": {"kind": "file_age", "path": str(heartbeat), "max_age": "1h", **fast},
+            },
+        }
+    )
+    agent.wait_event("probe_down", probe="hung")
+
+    def runs(probe: str, result: str) -> float:
+        kind = {"hung": "process", "beat": "file_age"}[probe]
+        series = f'hadeck_probe_runs_total{{kind="{kind}",probe="{probe}",result="{result}"}}'
+        for line in agent.text("/metrics").splitlines():
+            if line.startswith(series):
+                return float(line.split()[-1])
+        return 0.0
+
+    # 40 runs of the hung probe: had each run stranded a thread of a shared pool, the
+    # heartbeat probe's checks would long have been queued behind them.
+    wait_for(lambda: runs("hung", "failure") >= 40, 30, "40 runs of the hung probe")
+    assert runs("beat", "failure") == 0
+    probes = {p["name"]: p for p in agent.get("/api/v1/probes")}
+    assert probes["beat"]["state"] == "up"
+    assert "has not returned" in probes["hung"]["last"]["detail"], probes["hung"]["last"]
+    # The stranded thread does not keep the agent from stopping.
+    assert agent.stop(timeout=10) == 0
