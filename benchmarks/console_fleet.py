@@ -136,7 +136,7 @@ class SimHost:
     measured: the hosts themselves hold a few numbers and their last events.
     """
 
-    shared: ClassVar[dict[tuple[str, str, int, bool], bytes]] = {}
+    shared: ClassVar[dict[tuple[str, str, int, bool, bool], bytes]] = {}
     epoch = time.time()
 
     def __init__(self, index: int) -> None:
@@ -722,7 +722,8 @@ def report(
     def median(key: str) -> float | None:
         values = [s[key] for s in starts]
         # A milestone missed in any start counts as later than every one seen.
-        return None if None in values else round(statistics.median(values), 3)  # type: ignore[type-var]
+        seen = [v for v in values if v is not None]
+        return None if len(seen) < len(values) else round(statistics.median(seen), 3)
 
     cold = {k: median(k) for k in starts[0]}
     refresh_p50 = views["status"]["frame_ms"]["p50"]

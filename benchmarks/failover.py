@@ -297,6 +297,7 @@ def one_run(
     if kind == "fast_path":
         old.service.start()
     else:
+        assert old.agent.proc is not None
         old.agent.proc.wait()
         old.agent.start()
     return {"to_primary_s": primary_at - fault, "to_haproxy_s": routed_at - fault}
