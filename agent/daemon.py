@@ -288,7 +288,10 @@ class Agent:
                 every(cfg.interval, cfg.jitter),
                 id=f"probe:{name}",
                 next_run_time=in_seconds(random.uniform(0, cfg.jitter)),  # noqa: S311
-                max_instances=1,
+                # The tick can bring a run up to 250 ms closer to the previous one, which
+                # may still be going when its timeout is close to the interval: that run
+                # waits for it (the runner's lock) instead of being skipped. One at most.
+                max_instances=2,
                 coalesce=True,
                 misfire_grace_time=max(1, int(cfg.interval)),
             )
@@ -296,12 +299,13 @@ class Agent:
     async def _sample_resources(self) -> None:
         interval = self.config.resources.interval
         try:
-            async with asyncio.timeout(interval):
+            # Below the interval: a hung sample must end before the next run falls due.
+            async with asyncio.timeout(interval / 2):
                 sample = await self._sampling.call(
                     partial(resources.sample, self.config.resources.mounts)
                 )
         except TimeoutError:
-            log.warning("host resources: no sample within %gs (a hung mount?)", interval)
+            log.warning("host resources: no sample within %gs (a hung mount?)", interval / 2)
             return
         except StillBlocked as exc:
             log.warning("host resources: %s", exc)

@@ -65,15 +65,16 @@ class Supervisor:
         kept = previous.probes if previous else {}
         for name, pcfg in config.probes.items():
             old = kept.get(name)
+            check = None
             if old is not None and old.cfg == pcfg:
-                detector = old.detector
+                detector, check = old.detector, old.check
             else:
                 flap = pcfg.flap
                 detector = FailureDetector(pcfg.fall, pcfg.rise, flap.window, flap.changes)
                 if previous is None:
                     _restore_history(detector, store, name)
             self.probes[name] = ProbeRunner(
-                name, pcfg, events, store, metrics, self._probe_changed, detector=detector
+                name, pcfg, events, store, metrics, self._probe_changed, detector, check
             )
         self.services: dict[str, ServiceRuntime] = {}
         for name, scfg in config.services.items():

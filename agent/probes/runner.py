@@ -2,7 +2,8 @@
 
 A run can never delay another probe: every check is a coroutine with its own
 deadline, blocking work happens in threads, and a per-probe lock means a run
-requested through the API waits for a scheduled one instead of overlapping it.
+requested through the API, or a scheduled run that the agent's tick brought a
+little early, waits for the previous one instead of overlapping it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from agent.config import ProbeConfig
 from agent.detector import Change, FailureDetector, Sample, State
 from agent.events import EventLog
 from agent.metrics import STATES, Metrics
-from agent.probes.base import Outcome
+from agent.probes.base import Outcome, Probe
 from agent.schema import ProbeResult
 from agent.store import Store
 
@@ -45,9 +46,12 @@ class ProbeRunner:
         metrics: Metrics,
         on_change: Callable[[ProbeRunner], None],
         detector: FailureDetector,
+        check: Probe | None = None,
     ) -> None:
         self.name, self.cfg = name, cfg
-        self.check = probes.build(cfg)
+        # A reload hands over the check of an unchanged probe: with it, the read that may
+        # still hang on a dead mount (agent/blocking.py), so no second one is started.
+        self.check = check or probes.build(cfg)
         self.detector = detector
         self.events, self.store, self.metrics = events, store, metrics
         self.on_change = on_change

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 
+import psutil
 import pytest
 
 from tests.support.agent import DemoService, http_probe, restartable
@@ -367,5 +368,48 @@ def test_a_hung_filesystem_strands_one_thread_and_starves_nothing(start_agent, t
     probes = {p["name"]: p for p in agent.get("/api/v1/probes")}
     assert probes["beat"]["state"] == "up"
     assert "has not returned" in probes["hung"]["last"]["detail"], probes["hung"]["last"]
+
+    # A reload keeps the unchanged probe's read in flight: it starts no second one.
+    threads = psutil.Process(agent.proc.pid).num_threads()
+    for n in range(3):
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda n=n: len(agent.events("config_reloaded")) > n, 10, "the reload")
+        done = runs("hung", "failure")
+        wait_for(lambda done=done: runs("hung", "failure") >= done + 4, 10, "more hung runs")
+    assert psutil.Process(agent.proc.pid).num_threads() <= threads + 1  # +1: a busy moment
+    assert runs("beat", "failure") == 0
+
     # The stranded thread does not keep the agent from stopping.
     assert agent.stop(timeout=10) == 0
+
+
+def test_a_check_that_takes_most_of_its_interval_loses_no_runs(start_agent):
+    # Runs start on the agent's 250 ms tick: every 1.1 s on average, but most of them
+    # only 1.0 s after the previous one, which this 1.02 s check has not finished yet.
+    # Such a run must wait for it, not be skipped.
+    agent = start_agent(
+        {
+            "probes": {
+                "slow": {
+                    "kind": "command",
+                    "command": ["sleep", "1.02"],
+                    "interval": "1100ms",
+                    "timeout": "1090ms",
+                }
+            }
+        }
+    )
+
+    def runs() -> float:
+        series = 'hadeck_probe_runs_total{kind="command",probe="slow",result="success"}'
+        for line in agent.text("/metrics").splitlines():
+            if line.startswith(series):
+                return float(line.split()[-1])
+        return 0.0
+
+    wait_for(lambda: runs() >= 1, 10, "the first run")
+    start = runs()
+    # 8 runs take 8.8 s; skipping the runs that fall due 1.0 s after the previous start
+    # made it 13 s or more.
+    wait_for(lambda: runs() >= start + 8, 10.8, "8 more runs")
+    assert "maximum number of running instances" not in agent.log()
