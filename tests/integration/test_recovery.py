@@ -319,18 +319,14 @@ def test_a_hung_probe_never_delays_the_others(start_agent, demo_service):
     )
     agent.wait_event("probe_down", probe="hung")
 
-    def fast_runs() -> float:
-        for line in agent.text("/metrics").splitlines():
-            if line.startswith(
-                'hadeck_probe_runs_total{kind="http",probe="fast",result="success"}'
-            ):
-                return float(line.split()[-1])
-        return 0.0
-
     # While the hung probe keeps timing out, the fast one keeps its own pace: 10 more runs
     # at 250 ms take 2.5 s; a fast probe stuck behind the 900 ms one would need 9.
-    start = fast_runs()
-    wait_for(lambda: fast_runs() >= start + 10, 5, "10 more runs of the fast probe")
+    start = agent.probe_runs("fast", "success")
+    wait_for(
+        lambda: agent.probe_runs("fast", "success") >= start + 10,
+        5,
+        "10 more runs of the fast probe",
+    )
     hung = next(p for p in agent.get("/api/v1/probes") if p["name"] == "hung")
     assert "timed out" in hung["last"]["detail"]
 
@@ -353,18 +349,10 @@ def test_a_hung_filesystem_strands_one_thread_and_starves_nothing(start_agent, t
     )
     agent.wait_event("probe_down", probe="hung")
 
-    def runs(probe: str, result: str) -> float:
-        kind = {"hung": "process", "beat": "file_age"}[probe]
-        series = f'hadeck_probe_runs_total{{kind="{kind}",probe="{probe}",result="{result}"}}'
-        for line in agent.text("/metrics").splitlines():
-            if line.startswith(series):
-                return float(line.split()[-1])
-        return 0.0
-
     # 40 runs of the hung probe: had each run stranded a thread of a shared pool, the
     # heartbeat probe's checks would long have been queued behind them.
-    wait_for(lambda: runs("hung", "failure") >= 40, 30, "40 runs of the hung probe")
-    assert runs("beat", "failure") == 0
+    wait_for(lambda: agent.probe_runs("hung", "failure") >= 40, 30, "40 runs of the hung probe")
+    assert agent.probe_runs("beat", "failure") == 0
     probes = {p["name"]: p for p in agent.get("/api/v1/probes")}
     assert probes["beat"]["state"] == "up"
     assert "has not returned" in probes["hung"]["last"]["detail"], probes["hung"]["last"]
@@ -374,10 +362,12 @@ def test_a_hung_filesystem_strands_one_thread_and_starves_nothing(start_agent, t
     for n in range(3):
         agent.signal(signal.SIGHUP)
         wait_for(lambda n=n: len(agent.events("config_reloaded")) > n, 10, "the reload")
-        done = runs("hung", "failure")
-        wait_for(lambda done=done: runs("hung", "failure") >= done + 4, 10, "more hung runs")
+        done = agent.probe_runs("hung", "failure")
+        wait_for(
+            lambda done=done: agent.probe_runs("hung", "failure") >= done + 4, 10, "more hung runs"
+        )
     assert psutil.Process(agent.proc.pid).num_threads() <= threads + 1  # +1: a busy moment
-    assert runs("beat", "failure") == 0
+    assert agent.probe_runs("beat", "failure") == 0
 
     # The stranded thread does not keep the agent from stopping.
     assert agent.stop(timeout=10) == 0
@@ -400,16 +390,9 @@ def test_a_check_that_takes_most_of_its_interval_loses_no_runs(start_agent):
         }
     )
 
-    def runs() -> float:
-        series = 'hadeck_probe_runs_total{kind="command",probe="slow",result="success"}'
-        for line in agent.text("/metrics").splitlines():
-            if line.startswith(series):
-                return float(line.split()[-1])
-        return 0.0
-
-    wait_for(lambda: runs() >= 1, 10, "the first run")
-    start = runs()
+    wait_for(lambda: agent.probe_runs("slow", "success") >= 1, 10, "the first run")
+    start = agent.probe_runs("slow", "success")
     # 8 runs take 8.8 s; skipping the runs that fall due 1.0 s after the previous start
     # made it 13 s or more.
-    wait_for(lambda: runs() >= start + 8, 10.8, "8 more runs")
+    wait_for(lambda: agent.probe_runs("slow", "success") >= start + 8, 10.8, "8 more runs")
     assert "maximum number of running instances" not in agent.log()

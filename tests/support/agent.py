@@ -196,6 +196,15 @@ class AgentProcess:
             lambda: (self.events(kind, **match) or [None])[-1], timeout, f"event {kind} {match}"
         )
 
+    def probe_runs(self, probe: str, result: str) -> float:
+        """hadeck_probe_runs_total of one probe and result (success, failure, unavailable)."""
+        for line in self.text("/metrics").splitlines():
+            if line.startswith("hadeck_probe_runs_total{") and (
+                f'probe="{probe}"' in line and f'result="{result}"' in line
+            ):
+                return float(line.split()[-1])
+        return 0.0
+
     def service(self, name: str) -> dict[str, Any]:
         services = {s["name"]: s for s in self.get("/api/v1/services")}
         return services[name]
