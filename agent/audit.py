@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,31 @@ def read(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
             except json.JSONDecodeError:
                 record = None
             yield number, record if isinstance(record, dict) else None, raw
+
+
+def _newest_first(path: Path, block: int = 1 << 16) -> Iterator[dict[str, Any]]:
+    """The records that parse, from the end of the file back, read in blocks: the newest
+    records of a log that has grown for years cost no more than in a new one."""
+    with path.open("rb") as fh:
+        pos, rest = fh.seek(0, os.SEEK_END), b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            lines = (fh.read(step) + rest).split(b"\n")
+            rest = lines.pop(0)  # maybe the end of a line that starts in the block before
+            yield from _records(reversed(lines))
+        yield from _records([rest])
+
+
+def _records(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    for raw in lines:
+        try:
+            record = json.loads(raw)
+        except ValueError:  # a cut or damaged line (also bad UTF-8); `verify` names it
+            continue
+        if isinstance(record, dict) and isinstance(record.get("seq"), int):
+            yield record
 
 
 def verify(path: Path) -> tuple[int, Broken | None]:
@@ -77,9 +102,10 @@ class AuditLog:
         self._lock = threading.Lock()
         self._prev, self._seq = GENESIS, 0
         if path.exists():
-            for _, record, _ in read(path):
-                if record is not None and isinstance(record.get("hash"), str):
-                    self._prev, self._seq = record["hash"], int(record.get("seq", self._seq))
+            for record in _newest_first(path):
+                if isinstance(record.get("hash"), str):
+                    self._prev, self._seq = record["hash"], record["seq"]
+                    break
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         if path.stat().st_size and not _ends_with_newline(path):
             # A crash cut the last record short. End that line so new records stay whole;
@@ -113,9 +139,15 @@ class AuditLog:
             return record
 
     def tail(self, since: int = 0, limit: int = 200) -> list[dict[str, Any]]:
-        """Records with seq > since (the newest `limit` when since is 0)."""
-        records = [r for _, r, _ in read(self.path) if r is not None and r.get("seq", 0) > since]
-        return records[:limit] if since else records[-limit:]
+        """Records with seq > since, oldest first: the first `limit` of them, or the newest
+        `limit` when since is 0. Read from the end back to `since` (records are in seq
+        order), so a console following the log reads only what is new."""
+        newest: list[dict[str, Any]] = []
+        for record in _newest_first(self.path):
+            if record["seq"] <= since or (not since and len(newest) == limit):
+                break
+            newest.append(record)
+        return newest[::-1][:limit]
 
     def close(self) -> None:
         os.close(self._fd)

@@ -8,6 +8,7 @@ Mutating requests need the bearer token and name the operator in
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import shlex
@@ -358,7 +359,8 @@ def build_api(agent: AgentView) -> FastAPI:
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[AuditRecord]:
-        return [AuditRecord.model_validate(r) for r in agent.audit.tail(since, limit)]
+        records = await asyncio.to_thread(agent.audit.tail, since, limit)  # file I/O
+        return [AuditRecord.model_validate(r) for r in records]
 
     @app.post("/api/v1/probes/{name}/run", response_model=ActionResult)
     async def run_probe(

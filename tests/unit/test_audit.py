@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.audit import AuditLog, verify
+from agent.audit import AuditLog, _newest_first, read, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,3 +106,25 @@ def test_a_record_cut_by_a_crash_stays_visible_and_new_records_stay_whole(tmp_pa
     assert len(lines) == 4 and json.loads(lines[3])["target"] == "svc0"
     count, broken = verify(log)
     assert count == 2 and broken is not None and broken.line == 3
+
+
+def test_tail_reads_back_from_the_end_as_a_full_read_would(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 300)  # about 100 KB: more than one block of the reverse reader
+    with path.open("a") as fh:
+        fh.write('{"seq": 301, "cut sh')  # a crash mid-record: never returned
+    every = [r for _, r, _ in read(path) if r is not None]
+    assert [r["seq"] for r in every] == list(range(1, 301))
+
+    log = AuditLog(path)  # reopened after the crash: the chain goes on from record 300
+    assert log.append("bob", "restart", "svc", {}, {"ok": True})["seq"] == 301
+    every.append(next(r for r in _newest_first(path)))
+    for since, limit in [(0, 200), (0, 1), (0, 1000), (250, 10), (250, 200), (299, 5), (301, 5)]:
+        expected = [r for r in every if r["seq"] > since]
+        expected = expected[:limit] if since else expected[-limit:]
+        assert log.tail(since, limit) == expected, (since, limit)
+    log.close()
+
+    # Block edges anywhere in a record: the same records, newest first.
+    for block in (7, 64, 333, 4096):
+        assert list(_newest_first(path, block)) == every[::-1]
