@@ -26,6 +26,7 @@ costs at least one such wake-up, most two or three (its I/O completing).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -238,6 +239,25 @@ def measure(seconds: float) -> dict[str, Any]:
         cleanup.run()
 
 
+# What the agent imports decides most of its RSS: another release of these changes it.
+MEMORY_DEPENDENCIES = (
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "pydantic-core",
+    "uvicorn",
+    "apscheduler",
+    "prometheus-client",
+    "psutil",
+    "pyyaml",
+    "h11",
+)
+
+
+def versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in MEMORY_DEPENDENCIES}
+
+
 def report(r: dict[str, Any]) -> dict[str, Any]:
     rss_ok = r["rss_max_mb"] <= RSS_TARGET_MB
     cpu_ok = r["cpu_percent"] <= CPU_TARGET_PERCENT
@@ -307,6 +327,7 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
         "cpu_pass": cpu_ok,
         **r,
         "machine": machine(),
+        "versions": versions(),
     }
 
 
