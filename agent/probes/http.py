@@ -172,9 +172,14 @@ class _TlsStream:
 
     @classmethod
     async def open(cls, t: Target, cfg: HttpProbe) -> _TlsStream:
-        reader, writer = await asyncio.open_connection(
-            t.host, t.port, ssl=_tls(cfg.tls_verify), server_hostname=t.host
-        )
+        sock = await net.connect(t.host, t.port)  # the same address choice as plain HTTP
+        try:
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=_tls(cfg.tls_verify), server_hostname=t.host
+            )
+        except BaseException:
+            sock.close()
+            raise
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:

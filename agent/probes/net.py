@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -24,40 +25,74 @@ def numeric_family(host: str) -> socket.AddressFamily | None:
     return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
+# RFC 8305's "Connection Attempt Delay": how long an address gets before the next is tried.
+ATTEMPT_DELAY = 0.25
+
+
 async def connect(host: str, port: int) -> socket.socket:
-    """A connected non-blocking socket; each resolved address is tried in turn.
+    """A connected non-blocking socket to the first of the resolved addresses to answer.
 
     Names are resolved on every call (a probe must follow DNS changes), in the
     loop's resolver thread; IP literals skip the resolver.
     """
     loop = asyncio.get_running_loop()
     family = numeric_family(host)
-    addresses: list[tuple[socket.AddressFamily, Any]]
     if family is not None:
-        addresses = [(family, (host, port))]
-    else:
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except UnicodeError as exc:  # a name the IDNA codec refuses (a label over 63 bytes)
-            raise OSError(f"cannot resolve {host!r}: {exc}") from None
-        addresses = [(info[0], info[4]) for info in infos]
+        return await _attempt(family, (host, port))
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a name the IDNA codec refuses (a label over 63 bytes)
+        raise OSError(f"cannot resolve {host!r}: {exc}") from None
+    addresses = [(info[0], info[4]) for info in infos]
+    if len(addresses) == 1:
+        return await _attempt(*addresses[0])
+    return await _race(addresses)
+
+
+async def _attempt(family: socket.AddressFamily, address: Any) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)  # fails e.g. where IPv6 is disabled
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _race(addresses: Sequence[tuple[socket.AddressFamily, Any]]) -> socket.socket:
+    """Happy Eyeballs, simply (RFC 8305): the next address is tried as soon as the
+    previous one has failed or has not connected within ATTEMPT_DELAY; the first to
+    connect wins. Tried one after another, an address whose packets are dropped (a
+    broken IPv6 route) would use up the whole probe timeout and fail a healthy
+    service."""
+    todo = list(addresses)
+    pending: set[asyncio.Task[socket.socket]] = set()
+    winner: socket.socket | None = None
     error: OSError | None = None
-    for fam, address in addresses:
-        try:
-            sock = socket.socket(fam, socket.SOCK_STREAM)
-        except OSError as exc:  # e.g. IPv6 disabled on this host: try the next address
-            error = exc
-            continue
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    try:
+        while winner is None and (todo or pending):
+            if todo:
+                pending.add(asyncio.create_task(_attempt(*todo.pop(0))))
+            done, pending = await asyncio.wait(
+                pending,
+                timeout=ATTEMPT_DELAY if todo else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done:
+                exc = task.exception()
+                if exc is None and winner is None:
+                    winner = task.result()
+                elif exc is None:
+                    task.result().close()  # two connected at once: keep one
+                elif isinstance(exc, OSError):
+                    error = exc
+                else:
+                    raise exc
+    finally:
+        for task in pending:
+            task.cancel()  # the attempt closes its socket
+    if winner is not None:
+        return winner
     assert error is not None  # getaddrinfo returns at least one address or raises
     raise error

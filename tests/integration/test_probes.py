@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -14,6 +15,7 @@ import pytest
 
 from agent import probes
 from agent.config import AgentConfig
+from agent.probes import net
 from agent.probes.systemd import systemd_running
 from tests.support.agent import DemoService, free_port
 
@@ -268,3 +270,47 @@ def test_demo_service_argv_is_reusable(tmp_path):
         assert svc.pid() != first and svc.alive()
     finally:
         svc.stop()
+
+
+async def test_a_name_whose_first_address_drops_packets_connects_to_the_next(monkeypatch):
+    # A listener whose accept queue is full drops new SYNs: a connect to it hangs, as to
+    # an address behind a broken route. The name resolves to it first, then to a good one.
+    loop = asyncio.get_running_loop()
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    queued = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(full.getsockname())
+        queued.append(c)
+    good = socket.socket()
+    good.bind(("127.0.0.1", 0))
+    good.listen(8)
+    try:
+        hanging = socket.socket()
+        hanging.setblocking(False)
+        with pytest.raises(TimeoutError):  # the premise: this address really hangs
+            await asyncio.wait_for(loop.sock_connect(hanging, full.getsockname()), 0.5)
+        hanging.close()
+
+        async def resolve(host, port, **_):
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", full.getsockname()),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", good.getsockname()),
+            ]
+
+        monkeypatch.setattr(loop, "getaddrinfo", resolve)
+        started = time.monotonic()
+        sock = await asyncio.wait_for(net.connect("dual.test", 80), 3)
+        took = time.monotonic() - started
+        assert sock.getpeername() == good.getsockname()
+        sock.close()
+        assert net.ATTEMPT_DELAY <= took < 2, took  # waited its turn, not the whole timeout
+
+        result = await outcome(kind="tcp", host="dual.test", port=80, timeout="2s")
+        assert result.ok, result.detail
+    finally:
+        for s in (*queued, full, good):
+            s.close()
