@@ -62,9 +62,9 @@ def _newest_first(path: Path, block: int = 1 << 16) -> Iterator[dict[str, Any]]:
 
 def _records(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     for raw in lines:
-        try:
-            record = json.loads(raw)
-        except ValueError:  # a cut or damaged line (also bad UTF-8); `verify` names it
+        try:  # bad UTF-8 replaced, as a forward read does: the record still counts
+            record = json.loads(raw.decode("utf-8", errors="replace"))
+        except ValueError:  # a cut or damaged line; `verify` names it
             continue
         if isinstance(record, dict) and isinstance(record.get("seq"), int):
             yield record

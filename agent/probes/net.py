@@ -60,6 +60,10 @@ async def _attempt(family: socket.AddressFamily, address: Any) -> socket.socket:
     return sock
 
 
+def _connected(task: asyncio.Task[socket.socket]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
 async def _race(addresses: Sequence[tuple[socket.AddressFamily, Any]]) -> socket.socket:
     """Happy Eyeballs, simply (RFC 8305): the next address is tried as soon as the
     previous one has failed or has not connected within ATTEMPT_DELAY; the first to
@@ -67,32 +71,35 @@ async def _race(addresses: Sequence[tuple[socket.AddressFamily, Any]]) -> socket
     broken IPv6 route) would use up the whole probe timeout and fail a healthy
     service."""
     todo = list(addresses)
-    pending: set[asyncio.Task[socket.socket]] = set()
-    winner: socket.socket | None = None
-    error: OSError | None = None
+    attempts: list[asyncio.Task[socket.socket]] = []
     try:
-        while winner is None and (todo or pending):
+        while not any(_connected(t) for t in attempts):
             if todo:
-                pending.add(asyncio.create_task(_attempt(*todo.pop(0))))
-            done, pending = await asyncio.wait(
-                pending,
+                attempts.append(asyncio.create_task(_attempt(*todo.pop(0))))
+            running = [t for t in attempts if not t.done()]
+            if not running:
+                break  # every address tried, none connected
+            await asyncio.wait(
+                running,
                 timeout=ATTEMPT_DELAY if todo else None,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            for task in done:
-                exc = task.exception()
-                if exc is None and winner is None:
-                    winner = task.result()
-                elif exc is None:
-                    task.result().close()  # two connected at once: keep one
-                elif isinstance(exc, OSError):
-                    error = exc
-                else:
-                    raise exc
+    except BaseException:  # the caller's deadline: no socket may outlive it
+        for t in attempts:
+            if _connected(t):
+                t.result().close()
+        raise
     finally:
-        for task in pending:
-            task.cancel()  # the attempt closes its socket
-    if winner is not None:
-        return winner
-    assert error is not None  # getaddrinfo returns at least one address or raises
-    raise error
+        for t in attempts:
+            if not t.done():
+                t.cancel()  # the attempt closes its socket
+    connected = [t.result() for t in attempts if _connected(t)]
+    errors = [e for t in attempts if t.done() and not t.cancelled() and (e := t.exception())]
+    if connected:
+        for extra in connected[1:]:  # two connected in the same moment: keep one
+            extra.close()
+        return connected[0]
+    for error in errors:
+        if not isinstance(error, OSError):
+            raise error  # a bug, not the network: say so
+    raise errors[-1]  # the last address's, as when they were tried one after another
