@@ -94,11 +94,11 @@ async def _race(addresses: Sequence[tuple[socket.AddressFamily, Any]]) -> socket
             if not t.done():
                 t.cancel()  # the attempt closes its socket
     connected = [t.result() for t in attempts if _connected(t)]
-    errors = [e for t in attempts if t.done() and not t.cancelled() and (e := t.exception())]
     if connected:
         for extra in connected[1:]:  # two connected in the same moment: keep one
             extra.close()
         return connected[0]
+    errors = [e for t in attempts if (e := t.exception())]  # none connected, all done
     for error in errors:
         if not isinstance(error, OSError):
             raise error  # a bug, not the network: say so
