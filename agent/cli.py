@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     # pydantic.v1: 1.8 MB of a 60 MB budget, for a check that is always "no" here (the
     # agent has no v1 models). Refusing the import makes FastAPI's check answer "no" at once.
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
-    from agent.daemon import Agent, StartupError  # the web stack loads only when running
+    from agent.api.server import StartupError  # the web stack loads only when running
+    from agent.daemon import Agent
 
     try:
         cfg = config.load(args.config)

@@ -16,17 +16,14 @@ import os
 import random
 import secrets
 import signal
-import socket
 import time
-from collections.abc import Generator
 from functools import partial
 from pathlib import Path
-
-import uvicorn
 
 from agent import __version__, commands, config, resources
 from agent.actions import Actions
 from agent.api.app import build_api, build_public
+from agent.api.server import StartupError, bind, server_for
 from agent.audit import AuditLog
 from agent.blocking import Blocking, StillBlocked
 from agent.config import AgentConfig, ConfigError, Group
@@ -41,54 +38,8 @@ from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
 from agent.store import Store
 from agent.supervisor import Supervisor
-from agent.ticks import next_tick
 
 log = logging.getLogger("hadeck.agent")
-
-
-class StartupError(Exception):
-    """The agent cannot start; the message says what to fix."""
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling (the agent owns SIGTERM and SIGHUP) and
-    without its 10-per-second housekeeping tick: an idle agent should sleep. The tick's
-    work (the Date header, once a second) runs once a second, on the agent's tick
-    (agent/ticks.py) to share a wake-up with probe runs; `exit` ends it at once."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._exit = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    async def main_loop(self) -> None:
-        while not await self.on_tick(0):  # tick 0: the once-a-second work, every time
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(next_tick(asyncio.get_running_loop(), 1.0)):
-                    await self._exit.wait()
-
-    def exit(self) -> None:
-        self.should_exit = True
-        self._exit.set()
-
-
-def _bind(address: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, int(port)))
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot listen on {address}: {exc.strerror}") from None
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
 
 
 def load_token(cfg: AgentConfig) -> str:
@@ -197,24 +148,11 @@ class Agent:
     async def run(self) -> None:
         commands.watch_children_with_pidfds()
         self._open()
-        sockets, apps = [_bind(self.config.api.listen)], [build_api(self)]
+        sockets, apps = [bind(self.config.api.listen)], [build_api(self)]
         if self.config.api.public_listen:
-            sockets.append(_bind(self.config.api.public_listen))
+            sockets.append(bind(self.config.api.public_listen))
             apps.append(build_public(self))
-        servers = [
-            _Server(
-                uvicorn.Config(
-                    app,
-                    log_level="warning",
-                    lifespan="off",
-                    http="h11",  # what is installed, said: no probing for optional parsers
-                    ws="none",  # no websocket routes
-                    access_log=False,
-                    timeout_graceful_shutdown=5,
-                )
-            )
-            for app in apps
-        ]
+        servers = [server_for(app) for app in apps]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
