@@ -1,9 +1,16 @@
-"""The running agent: one event loop, one scheduler, one store, one audit log, two listeners.
+"""The running agent: the wiring of its subsystems over one core.
 
-SIGHUP reloads the config (validated first; on error the agent keeps running
-on the old one and says why). SIGTERM and SIGINT stop it cleanly: scheduling
-stops, running commands' process groups are ended, listeners close, and the
-store is closed after the last write.
+One event loop, one scheduler, one store, one audit log, two listeners, and
+the list of subsystems (agent/subsystem.py): supervision always, host
+resources always, HA groups when configured (not even imported otherwise).
+
+SIGHUP reloads the config transactionally: the new config is loaded and every
+subsystem prepares it (every check built, every trigger made) before anything
+running is touched; any failure keeps the old config running and says so (a
+`config_reload_rejected` event, the reload metric, a log line naming the file,
+the field and the problem). SIGTERM and SIGINT stop the agent cleanly:
+scheduling stops, a primary hands over, running commands' process groups are
+ended, listeners close, and the store is closed after the last write.
 """
 
 from __future__ import annotations
@@ -13,31 +20,33 @@ import contextlib
 import grp
 import logging
 import os
-import random
 import secrets
 import signal
 import time
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from agent import __version__, commands, config, resources
-from agent.actions import Actions
+from agent import __version__, commands, config
 from agent.api.app import build_api, build_public
 from agent.api.server import StartupError, bind, server_for
 from agent.audit import AuditLog
-from agent.blocking import Blocking, StillBlocked
-from agent.config import AgentConfig, ConfigError, Group
-from agent.detector import State
+from agent.config import AgentConfig, ConfigError
 from agent.events import EventLog
-from agent.failover.lease import LeaseStore
-from agent.failover.lease_sqlite import SqliteLeaseStore
-from agent.failover.member import GroupMember, ServiceHealth
-from agent.failover.operations import GroupOperations
 from agent.metrics import Metrics
+from agent.resources import HostResources
 from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
 from agent.store import Store
-from agent.supervisor import Supervisor
+from agent.subsystem import Core, Prepared, ReloadError, Subsystem
+from agent.supervision import Supervision
+
+if TYPE_CHECKING:
+    from agent.actions import Actions
+    from agent.failover.member import GroupMember
+    from agent.failover.operations import GroupOperations
+    from agent.failover.subsystem import HaGroups
+    from agent.supervisor import Supervisor
 
 log = logging.getLogger("hadeck.agent")
 
@@ -62,114 +71,106 @@ def load_token(cfg: AgentConfig) -> str:
     return token
 
 
-def open_lease_store(cfg: AgentConfig) -> LeaseStore:
-    ls = cfg.lease_store
-    if ls.kind == "etcd":
-        from agent.failover.lease_etcd import EtcdLeaseStore
-
-        return EtcdLeaseStore(ls.endpoints, ls.prefix, ls.timeout)
-    return SqliteLeaseStore(ls.path or cfg.agent.state_dir / "leases.db", ls.timeout)
-
-
-def failover_after(cfg: AgentConfig, group: Group) -> float:
-    """Default: at once without local recovery, else after one pass of the recovery ladder."""
-    if group.failover_after is not None:
-        return group.failover_after
-    recovery = cfg.services[group.service].recovery
-    return 0.0 if recovery is None else len(recovery.steps) * recovery.verify_window
-
-
 class Agent:
     def __init__(self, cfg: AgentConfig, config_path: Path) -> None:
         self.config, self.config_path = cfg, config_path
         self.started_at = self.config_loaded_at = time.time()
-        self.resources: Resources = resources.EMPTY
-        self._sampling = Blocking()
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
 
-    # -- lifecycle -----------------------------------------------------------
+    # -- the subsystems -------------------------------------------------------
 
-    def _open(self) -> None:
+    def _open(self, scheduler: LoopScheduler) -> None:
         cfg = self.config
         try:
             cfg.agent.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-            self.store = Store(cfg.agent.state_dir / "state.db")
-            self.audit = AuditLog(cfg.audit_path)
+            store = Store(cfg.agent.state_dir / "state.db")
+            audit = AuditLog(cfg.audit_path)
         except OSError as exc:
             raise StartupError(f"cannot open the state directory: {exc}") from None
         self.token = load_token(cfg)
-        self.metrics = Metrics()
-        self.metrics.info.info({"version": __version__, "host": cfg.agent.name})
-        self.metrics.start_time.set(self.started_at)
-        self.events = EventLog(self.store, self.metrics)
-        self.supervisor = Supervisor(cfg, self.events, self.store, self.metrics, self.audit)
-        self.actions = Actions(self.supervisor, self.events, self.store, self.metrics, self.audit)
-        self.lease_store = open_lease_store(cfg) if cfg.groups else None
-        self.groups: dict[str, GroupMember] = {}
-        if self.lease_store is not None:
-            for name, group in cfg.groups.items():
-                self.groups[name] = GroupMember(
-                    name,
-                    group,
-                    group.member or cfg.agent.name,
-                    self.lease_store,
-                    self.events,
-                    self.audit,
-                    partial(self.service_health, group.service),
-                    failover_after(cfg, group),
-                    self.metrics,
-                )
-        self.group_ops = GroupOperations(self.groups, self.events, self.audit)
-        self.supervisor.listeners.append(self._service_changed)
-
-    def _service_changed(self, service: str) -> None:
-        for member in self.groups.values():
-            if member.cfg.service == service:
-                member.poke()
-
-    def service_health(self, service: str) -> ServiceHealth:
-        """What an HA group member needs to know about its service, read from the supervisor."""
-        svc = self.supervisor.services.get(service)
-        if svc is None:
-            return ServiceHealth(False, None, "not in the config", None)
-        probes = self.supervisor.probes
-        failing = [
-            f"{p}: {probes[p].detector.history[-1].detail}"
-            for p in svc.cfg.probes
-            if probes[p].state is State.DOWN and probes[p].detector.history
-        ]
-        return ServiceHealth(
-            up=svc.state is State.UP,
-            down_since=svc.since if svc.state is State.DOWN else None,
-            detail="; ".join(failing) or svc.state.value,
-            recovery=svc.ladder.state if svc.ladder is not None else None,
+        metrics = Metrics()
+        metrics.info.info({"version": __version__, "host": cfg.agent.name})
+        metrics.start_time.set(self.started_at)
+        self.core = Core(
+            self.config_path, EventLog(store, metrics), store, audit, metrics, scheduler
         )
+        try:
+            self.supervision = Supervision(self.core, cfg)
+        except ReloadError as exc:
+            raise StartupError(f"{self.config_path}: {'; '.join(exc.problems)}") from None
+        self.host = HostResources(self.core, cfg)
+        self.ha: HaGroups | None = None
+        if cfg.groups:
+            from agent.failover.subsystem import HaGroups
+
+            self.ha = HaGroups(self.core, cfg, self.supervision)
+
+    @property
+    def subsystems(self) -> Sequence[Subsystem]:
+        """In start order; they stop in reverse (a primary hands over before its service's
+        supervision stops)."""
+        return [s for s in (self.supervision, self.host, self.ha) if s is not None]
+
+    # What the API reads (agent/api/app.py's AgentView).
+    @property
+    def store(self) -> Store:
+        return self.core.store
+
+    @property
+    def audit(self) -> AuditLog:
+        return self.core.audit
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.core.metrics
+
+    @property
+    def events(self) -> EventLog:
+        return self.core.events
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.supervision.supervisor
+
+    @property
+    def actions(self) -> Actions:
+        return self.supervision.actions
+
+    @property
+    def resources(self) -> Resources:
+        return self.host.latest
+
+    @property
+    def groups(self) -> dict[str, GroupMember]:
+        return self.ha.members if self.ha is not None else {}
+
+    @property
+    def group_ops(self) -> GroupOperations:
+        if self.ha is None:
+            from agent.failover.operations import GroupOperations
+
+            return GroupOperations({}, self.core.events, self.core.audit)
+        return self.ha.operations
+
+    # -- lifecycle -----------------------------------------------------------
 
     async def run(self) -> None:
         commands.watch_children_with_pidfds()
-        self._open()
+        loop = asyncio.get_running_loop()
+        scheduler = LoopScheduler(event_loop=loop)
+        self._open(scheduler)
         sockets, apps = [bind(self.config.api.listen)], [build_api(self)]
         if self.config.api.public_listen:
             sockets.append(bind(self.config.api.public_listen))
             apps.append(build_public(self))
         servers = [server_for(app) for app in apps]
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
 
-        self.scheduler = LoopScheduler(event_loop=loop)
-        self.scheduler.start()
-        self._schedule_probes()
-        self.scheduler.add_job(
-            self._sample_resources,
-            every(self.config.resources.interval),
-            id="resources",
-            next_run_time=in_seconds(0),
-            max_instances=1,
-            coalesce=True,
-        )
-        self.scheduler.add_job(
+        scheduler.start()
+        scheduler.add_job(
             self._prune,
             every(600),
             id="prune",
@@ -181,9 +182,8 @@ class Agent:
             asyncio.create_task(s.serve(sockets=[sock]))
             for s, sock in zip(servers, sockets, strict=True)
         ]
-        self.supervisor.start()
-        for member in self.groups.values():
-            member.start()
+        for sub in self.subsystems:
+            sub.start()
         self.events.emit(
             "agent_started",
             "info",
@@ -199,12 +199,9 @@ class Agent:
             await self._stop.wait()
         finally:
             log.info("stopping")
-            self.scheduler.shutdown(wait=False)
-            # A primary hands over before its service's supervision stops.
-            await asyncio.gather(*(m.stop() for m in self.groups.values()))
-            if self.lease_store is not None:
-                await self.lease_store.close()
-            await self.supervisor.stop()
+            scheduler.shutdown(wait=False)
+            for sub in reversed(self.subsystems):
+                await sub.stop()
             await commands.end_all()
             for s in servers:
                 s.exit()
@@ -216,48 +213,6 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
-    # -- scheduled work ------------------------------------------------------
-
-    def _schedule_probes(self) -> None:
-        for name, runner in self.supervisor.probes.items():
-            cfg = runner.cfg
-            self.scheduler.add_job(
-                runner.run,
-                every(cfg.interval, cfg.jitter),
-                id=f"probe:{name}",
-                next_run_time=in_seconds(random.uniform(0, cfg.jitter)),  # noqa: S311
-                # The tick can bring a run up to 250 ms closer to the previous one, which
-                # may still be going when its timeout is close to the interval: that run
-                # waits for it (the runner's lock) instead of being skipped. One at most.
-                max_instances=2,
-                coalesce=True,
-                misfire_grace_time=max(1, int(cfg.interval)),
-            )
-
-    async def _sample_resources(self) -> None:
-        interval = self.config.resources.interval
-        try:
-            # Below the interval: a hung sample must end before the next run falls due.
-            async with asyncio.timeout(interval / 2):
-                sample = await self._sampling.call(
-                    partial(resources.sample, self.config.resources.mounts)
-                )
-        except TimeoutError:
-            log.warning("host resources: no sample within %gs (a hung mount?)", interval / 2)
-            return
-        except StillBlocked as exc:
-            log.warning("host resources: %s", exc)
-            return
-        self.resources = sample
-        m = self.metrics
-        m.cpu.set(sample.cpu_ratio or 0.0)
-        m.load1.set(sample.load1 or 0.0)
-        m.mem_used.set(sample.memory_used_bytes or 0)
-        m.mem_total.set(sample.memory_total_bytes or 0)
-        for d in sample.disks:
-            m.disk_free.labels(d.mount).set(d.free_bytes)
-            m.disk_size.labels(d.mount).set(d.total_bytes)
-
     async def _prune(self) -> None:
         r = self.config.retention
         await asyncio.to_thread(
@@ -266,51 +221,45 @@ class Agent:
 
     # -- reload --------------------------------------------------------------
 
+    def _reload_soon(self) -> None:
+        self._reloading = asyncio.ensure_future(self.reload())
+
     async def reload(self) -> None:
+        """Apply the config file whole, or keep the running one and say why. Reloads run
+        one at a time: a second SIGHUP during one waits, then reads the file again."""
+        async with self._reload_lock:
+            await self._reload()
+
+    async def _reload(self) -> None:
         try:
             new = await asyncio.to_thread(config.load, self.config_path)
+            plans = self._prepare(new)
         except ConfigError as exc:
-            self.metrics.config_reloads.labels("rejected").inc()
-            self.events.emit(
-                "config_reload_rejected",
-                "warning",
-                f"reload of {self.config_path} rejected, still running the previous config: "
-                f"{len(exc.problems)} problem(s)",
-                evidence={"problems": [str(p) for p in exc.problems]},
-            )
-            for p in exc.problems:
-                log.error("reload rejected: %s", p)
+            self._rejected([str(p) for p in exc.problems])
+            return
+        except ReloadError as exc:
+            self._rejected([f"{self.config_path}: {p}" for p in exc.problems])
+            return
+        except Exception as exc:  # whatever a file does to the parser is a rejection, said
+            self._rejected([f"{self.config_path}: cannot be loaded: {type(exc).__name__}: {exc}"])
             return
         old = self.config
-        needs_restart = [
+        restart_sections = {s for sub in self.subsystems for s in sub.restart_sections}
+        if self.ha is None:  # a subsystem not running yet starts with the next start
+            restart_sections |= {"groups", "lease_store"}
+        needs_restart = sorted(
             section
-            for section in ("api", "agent", "audit", "groups", "lease_store")
+            for section in ("api", "agent", "audit", *sorted(restart_sections))
             if getattr(new, section) != getattr(old, section)
-        ]
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith("probe:"):
-                job.remove()
-        previous = self.supervisor
-        await previous.stop()
-        self.metrics.clear_states()
-        self.config = new
-        self.supervisor = Supervisor(
-            new, self.events, self.store, self.metrics, self.audit, previous=previous
         )
-        self.actions.supervisor = self.supervisor
-        self.supervisor.listeners.append(self._service_changed)
-        self._schedule_probes()
-        if new.resources.interval != old.resources.interval:
-            self.scheduler.reschedule_job("resources", trigger=every(new.resources.interval))
-            self.scheduler.modify_job("resources", next_run_time=in_seconds(0))
-        self.supervisor.start()
+        self.config = new
+        summary: dict[str, Any] = {}
+        for plan in plans:
+            await plan.apply()
+            summary.update(plan.summary)
         self.config_loaded_at = time.time()
         self.metrics.config_reloads.labels("applied").inc()
-        added = sorted(set(new.probes) - set(old.probes))
-        removed = sorted(set(old.probes) - set(new.probes))
-        changed = sorted(
-            n for n in set(new.probes) & set(old.probes) if new.probes[n] != old.probes[n]
-        )
+        added, removed, changed = (summary.get(k, []) for k in ("added", "removed", "changed"))
         self.events.emit(
             "config_reloaded",
             "info",
@@ -320,10 +269,29 @@ class Agent:
                 if needs_restart
                 else ""
             ),
-            evidence={
-                "added": added,
-                "removed": removed,
-                "changed": changed,
-                "needs_restart": needs_restart,
-            },
+            evidence={**summary, "needs_restart": needs_restart},
+        )
+
+    def _prepare(self, new: AgentConfig) -> list[Prepared]:
+        """Every running subsystem's plan for `new`, or the ReloadError of all that fail."""
+        plans, problems = [], []
+        for sub in self.subsystems:
+            try:
+                plans.append(sub.prepare(new))
+            except ReloadError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ReloadError(problems)
+        return plans
+
+    def _rejected(self, problems: list[str]) -> None:
+        self.metrics.config_reloads.labels("rejected").inc()
+        for p in problems:
+            log.error("reload of %s rejected: %s", self.config_path, p)
+        self.events.emit(
+            "config_reload_rejected",
+            "warning",
+            f"reload of {self.config_path} rejected, still running the previous config: "
+            f"{len(problems)} problem(s)",
+            evidence={"config": str(self.config_path), "problems": problems},
         )

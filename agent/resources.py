@@ -1,14 +1,26 @@
-"""Host resources (CPU, memory, load, disk per mount) sampled with psutil off the event loop."""
+"""Host resources (CPU, memory, load, disk per mount) sampled with psutil off the event loop,
+and the subsystem that samples them on its schedule."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from agent.blocking import Blocking, StillBlocked
+from agent.config import AgentConfig
+from agent.scheduler import every, in_seconds
 from agent.schema import DiskUsage, Resources
+from agent.subsystem import Core, Job, JobSet, Prepared, Subsystem, Timing, Unchanged
+
+log = logging.getLogger("hadeck.agent")
 
 _SKIP_FS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup2", "nsfs"}
 
@@ -59,3 +71,70 @@ EMPTY = Resources(
     memory_used_ratio=None,
     disks=[],
 )
+
+
+class HostResources(Subsystem):
+    """Samples the host's resources every `resources.interval`, on threads of its own
+    (agent/blocking.py) so a hung mount delays nothing else."""
+
+    name = "resources"
+    sections = ("resources",)
+
+    def __init__(self, core: Core, cfg: AgentConfig) -> None:
+        super().__init__(core, cfg)
+        self.latest: Resources = EMPTY
+        self._sampling = Blocking()
+        self.jobs = JobSet(core.scheduler, self.name)
+        self._timing = _timing(cfg)
+
+    def start(self) -> None:
+        self.jobs.replace(
+            [Job("sample", self._sample, self._timing, {"max_instances": 1, "coalesce": True})]
+        )
+
+    async def stop(self) -> None:
+        self.jobs.clear()
+
+    def prepare(self, new: AgentConfig) -> Prepared:
+        if not self.changed(new):
+            return Unchanged()
+        return _Reload(self, new, _timing(new))
+
+    async def _sample(self) -> None:
+        interval = self.config.resources.interval
+        try:
+            # Below the interval: a hung sample must end before the next run falls due.
+            async with asyncio.timeout(interval / 2):
+                got = await self._sampling.call(partial(sample, self.config.resources.mounts))
+        except TimeoutError:
+            log.warning("host resources: no sample within %gs (a hung mount?)", interval / 2)
+            return
+        except StillBlocked as exc:
+            log.warning("host resources: %s", exc)
+            return
+        self.latest = got
+        m = self.core.metrics
+        m.cpu.set(got.cpu_ratio or 0.0)
+        m.load1.set(got.load1 or 0.0)
+        m.mem_used.set(got.memory_used_bytes or 0)
+        m.mem_total.set(got.memory_total_bytes or 0)
+        for d in got.disks:
+            m.disk_free.labels(d.mount).set(d.free_bytes)
+            m.disk_size.labels(d.mount).set(d.total_bytes)
+
+
+def _timing(cfg: AgentConfig) -> Timing:
+    """Sampled at once on start and after a reload that changed the interval."""
+    return Timing.of("resources.interval", lambda: every(cfg.resources.interval), in_seconds)
+
+
+@dataclass
+class _Reload:
+    owner: HostResources
+    new: AgentConfig
+    timing: Timing
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    async def apply(self) -> None:
+        self.owner.config, self.owner._timing = self.new, self.timing
+        self.owner.start()

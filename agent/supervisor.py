@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 from agent import commands, runbooks
@@ -21,6 +21,7 @@ from agent.config import AgentConfig, Service
 from agent.detector import FailureDetector, Sample, State
 from agent.events import EventLog
 from agent.metrics import STATES, Metrics
+from agent.probes.base import Probe
 from agent.probes.runner import ProbeRunner, evidence
 from agent.recovery.ladder import RecoveryLadder, ServiceView
 from agent.store import Store
@@ -57,7 +58,10 @@ class Supervisor:
         metrics: Metrics,
         audit: AuditLog,
         previous: Supervisor | None = None,
+        checks: Mapping[str, Probe] | None = None,
     ) -> None:
+        """`checks`: prebuilt checks by probe name (a reload builds them before it stops
+        the old supervisor); an unchanged probe keeps its previous check."""
         self.config, self.events, self.store, self.metrics = config, events, store, metrics
         #: Called with a service's name whenever its state changes (HA groups listen).
         self.listeners: list[Callable[[str], None]] = []
@@ -65,7 +69,7 @@ class Supervisor:
         kept = previous.probes if previous else {}
         for name, pcfg in config.probes.items():
             old = kept.get(name)
-            check = None
+            check = (checks or {}).get(name)
             if old is not None and old.cfg == pcfg:
                 detector, check = old.detector, old.check
             else:

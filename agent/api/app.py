@@ -60,18 +60,28 @@ NAME = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 class AgentView(Protocol):
     """What the API reads of the running agent; the supervisor changes on reload."""
 
-    config: AgentConfig
-    supervisor: Supervisor
-    actions: Actions
-    store: Store
-    audit: AuditLog
-    metrics: Metrics
-    resources: Resources
     token: str
     started_at: float
     config_loaded_at: float
-    groups: dict[str, GroupMember]
-    group_ops: GroupOperations
+
+    @property
+    def config(self) -> AgentConfig: ...
+    @property
+    def supervisor(self) -> Supervisor: ...
+    @property
+    def actions(self) -> Actions: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def resources(self) -> Resources: ...
+    @property
+    def groups(self) -> dict[str, GroupMember]: ...
+    @property
+    def group_ops(self) -> GroupOperations: ...
 
 
 class ApiError(Exception):

@@ -1,0 +1,77 @@
+"""The HA groups subsystem: this host's membership in each group, over one lease store.
+
+It owns the `groups` and `lease_store` sections; changing either takes a restart
+(a member holding a lease must hand it over, not be rebuilt under it). Not
+imported at all on a host without groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from agent.config import AgentConfig, Group
+from agent.failover.lease import LeaseStore
+from agent.failover.member import GroupMember
+from agent.failover.operations import GroupOperations
+from agent.subsystem import Core, Subsystem
+from agent.supervision import Supervision
+
+
+def open_lease_store(cfg: AgentConfig) -> LeaseStore:
+    ls = cfg.lease_store
+    if ls.kind == "etcd":
+        from agent.failover.lease_etcd import EtcdLeaseStore
+
+        return EtcdLeaseStore(ls.endpoints, ls.prefix, ls.timeout)
+    from agent.failover.lease_sqlite import SqliteLeaseStore
+
+    return SqliteLeaseStore(ls.path or cfg.agent.state_dir / "leases.db", ls.timeout)
+
+
+def failover_after(cfg: AgentConfig, group: Group) -> float:
+    """Default: at once without local recovery, else after one pass of the recovery ladder."""
+    if group.failover_after is not None:
+        return group.failover_after
+    recovery = cfg.services[group.service].recovery
+    return 0.0 if recovery is None else len(recovery.steps) * recovery.verify_window
+
+
+class HaGroups(Subsystem):
+    name = "groups"
+    sections = ("groups", "lease_store")
+    restart_sections = ("groups", "lease_store")
+
+    def __init__(self, core: Core, cfg: AgentConfig, supervision: Supervision) -> None:
+        super().__init__(core, cfg)
+        self.lease_store = open_lease_store(cfg)
+        self.members: dict[str, GroupMember] = {
+            name: GroupMember(
+                name,
+                group,
+                group.member or cfg.agent.name,
+                self.lease_store,
+                core.events,
+                core.audit,
+                partial(supervision.service_health, group.service),
+                failover_after(cfg, group),
+                core.metrics,
+            )
+            for name, group in cfg.groups.items()
+        }
+        self.operations = GroupOperations(self.members, core.events, core.audit)
+        supervision.listeners.append(self._service_changed)
+
+    def _service_changed(self, service: str) -> None:
+        for member in self.members.values():
+            if member.cfg.service == service:
+                member.poke()
+
+    def start(self) -> None:
+        for member in self.members.values():
+            member.start()
+
+    async def stop(self) -> None:
+        """A primary hands over (demote, release) before its service's supervision stops."""
+        await asyncio.gather(*(m.stop() for m in self.members.values()))
+        await self.lease_store.close()

@@ -1,0 +1,166 @@
+"""What a capability of the agent is to the daemon: a subsystem, and what all of them share.
+
+Probes and recovery, HA groups, host resources, and next backups and releases
+each own their config sections, their scheduled jobs, their API routers and
+their start / stop / reload; they share one `Core` (one event path, one store,
+one audit log, one metrics registry, one scheduler). `agent/daemon.py` is the
+wiring over the list of them.
+
+A reload is two phases so that it is applied whole or not at all: `prepare`
+builds everything the new config needs (every check constructed, every job's
+trigger computed) without touching what runs, and may fail with a
+`ReloadError`; only when every subsystem prepared does the daemon call each
+`Prepared.apply`, which stops the old and starts the new and does not fail on
+account of the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from agent.audit import AuditLog
+from agent.config import AgentConfig
+from agent.events import EventLog
+from agent.metrics import Metrics
+from agent.store import Store
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from agent.scheduler import LoopScheduler
+
+log = logging.getLogger("hadeck.agent")
+
+
+@dataclass(frozen=True)
+class Core:
+    """What every subsystem shares; built once per agent process, kept across reloads."""
+
+    config_path: Path
+    events: EventLog
+    store: Store
+    audit: AuditLog
+    metrics: Metrics
+    scheduler: LoopScheduler
+
+
+class ReloadError(Exception):
+    """The new config cannot be applied; each problem names the field and what is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a job runs: its trigger, made and checked, and its first run."""
+
+    trigger: Any  # an APScheduler trigger
+    first_run: datetime
+
+    @classmethod
+    def of(
+        cls, where: str, trigger: Callable[[], Any], first_run: Callable[[], datetime]
+    ) -> Timing:
+        """Raise ReloadError naming `where` when the trigger cannot be made or would never
+        fire (a period too large for the calendar, say): found while preparing, not after
+        the old job was removed."""
+        try:
+            made, start = trigger(), first_run()
+            if made.get_next_fire_time(None, datetime.now(UTC)) is None:
+                raise ValueError("it would never run")
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise ReloadError([f"{where}: cannot be scheduled: {exc}"]) from None
+        return cls(made, start)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scheduled job of a subsystem; its id is unique within the subsystem."""
+
+    id: str
+    func: Callable[[], Awaitable[Any]]
+    timing: Timing
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class JobSet:
+    """A subsystem's jobs on the shared scheduler: only it adds, replaces or removes them."""
+
+    def __init__(self, scheduler: LoopScheduler, owner: str) -> None:
+        self.scheduler, self.owner = scheduler, owner
+        self._ids: set[str] = set()
+
+    def replace(self, jobs: Sequence[Job]) -> None:
+        self.clear()
+        for job in jobs:
+            self.scheduler.add_job(
+                job.func,
+                job.timing.trigger,
+                id=f"{self.owner}:{job.id}",
+                next_run_time=job.timing.first_run,
+                **job.options,
+            )
+            self._ids.add(f"{self.owner}:{job.id}")
+
+    def clear(self) -> None:
+        for job_id in self._ids:
+            self.scheduler.remove_job(job_id)
+        self._ids.clear()
+
+
+class Prepared(Protocol):
+    """A subsystem's new config, built and checked, ready to replace the running one."""
+
+    #: What the reload changes, for the `config_reloaded` event (e.g. probes added).
+    summary: dict[str, Any]
+
+    async def apply(self) -> None: ...
+
+
+@dataclass
+class Unchanged:
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    async def apply(self) -> None:
+        return None
+
+
+class Subsystem:
+    """One capability. Subclasses set `name` and `sections` and override what they use."""
+
+    name: ClassVar[str]
+    #: The top-level config sections this subsystem reads.
+    sections: ClassVar[tuple[str, ...]]
+    #: Sections whose changes take effect only after a restart of the agent.
+    restart_sections: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, core: Core, cfg: AgentConfig) -> None:
+        self.core, self.config = core, cfg
+
+    def routers(self) -> Sequence[APIRouter]:
+        """Routers for the loopback API."""
+        return ()
+
+    def public_routers(self) -> Sequence[APIRouter]:
+        """Read-only routers that may also face the network (routing checks)."""
+        return ()
+
+    def start(self) -> None:
+        """Schedule the jobs and start the tasks of the config given at construction."""
+
+    async def stop(self) -> None:
+        """End every task and job; the shared core stays open."""
+
+    def prepare(self, new: AgentConfig) -> Prepared:
+        """Build what `new` needs without touching what runs; ReloadError if it cannot be."""
+        return Unchanged()
+
+    def changed(self, new: AgentConfig) -> bool:
+        return any(getattr(new, s) != getattr(self.config, s) for s in self.sections)
