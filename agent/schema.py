@@ -2,31 +2,49 @@
 
 This is the one place API payloads are defined; the console imports these
 models rather than guessing at JSON. Times are Unix seconds (floats, UTC).
+
+A fleet is upgraded host by host, so a console reads agents one `api_version`
+older or newer than its own: what the agent sends (`Answer`) ignores fields it
+does not know, and results say what they are in `kind`; what the agent
+receives (`Request`) is validated strictly. Version 1 is every agent from
+before `api_version` was sent (its answers have neither that field nor `kind`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 ProbeStateName = Literal["up", "down", "unknown", "unavailable"]
 RecoveryStateName = Literal["idle", "recovering", "verifying", "backoff", "held", "gave_up"]
 Severity = Literal["info", "warning", "critical"]
 
 
-class Wire(BaseModel):
+#: The version of this wire format; bumped when a field changes meaning or goes away.
+API_VERSION = 2
+
+
+class Answer(BaseModel):
+    """What the agent sends: a reader from another version ignores fields it does not know."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Request(BaseModel):
+    """What the agent receives: validated strictly, an unknown field is a 422."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ProbeResult(Wire):
+class ProbeResult(Answer):
     ts: float
     ok: bool
     latency_seconds: float
     detail: str
 
 
-class ProbeStatus(Wire):
+class ProbeStatus(Answer):
     name: str
     kind: str
     target: str = Field(description="What the probe checks, e.g. `GET https://x/health`.")
@@ -45,7 +63,7 @@ class ProbeStatus(Wire):
     )
 
 
-class RecoveryAttempt(Wire):
+class RecoveryAttempt(Answer):
     ts: float
     step: str
     result: str
@@ -53,7 +71,7 @@ class RecoveryAttempt(Wire):
     duration_seconds: float
 
 
-class RecoveryStatus(Wire):
+class RecoveryStatus(Answer):
     state: RecoveryStateName
     reason: str
     attempts_in_window: int
@@ -64,7 +82,7 @@ class RecoveryStatus(Wire):
     history: list[RecoveryAttempt]
 
 
-class ServiceStatus(Wire):
+class ServiceStatus(Answer):
     name: str
     state: ProbeStateName
     since: float | None
@@ -78,14 +96,14 @@ class ServiceStatus(Wire):
     recovery: RecoveryStatus | None
 
 
-class DiskUsage(Wire):
+class DiskUsage(Answer):
     mount: str
     total_bytes: int
     free_bytes: int
     used_ratio: float
 
 
-class Resources(Wire):
+class Resources(Answer):
     sampled_at: float | None
     cpu_ratio: float | None
     load1: float | None
@@ -95,7 +113,7 @@ class Resources(Wire):
     disks: list[DiskUsage]
 
 
-class Event(Wire):
+class Event(Answer):
     id: int
     ts: float
     kind: str
@@ -106,13 +124,14 @@ class Event(Wire):
     evidence: dict[str, Any]
 
 
-class Runbook(Wire):
+class Runbook(Answer):
     name: str
     description: str
     steps: list[list[str]]
 
 
-class HostStatus(Wire):
+class HostStatus(Answer):
+    api_version: int = API_VERSION
     host: str
     version: str
     started_at: float
@@ -132,7 +151,7 @@ class HostStatus(Wire):
     )
 
 
-class AuditRecord(Wire):
+class AuditRecord(Answer):
     seq: int
     ts: float
     actor: str
@@ -144,11 +163,11 @@ class AuditRecord(Wire):
     hash: str
 
 
-class ActionRequest(Wire):
+class ActionRequest(Request):
     reason: str = Field(default="", max_length=500, description="Why, for the audit log.")
 
 
-class StepOutcome(Wire):
+class StepOutcome(Answer):
     argv: list[str]
     exit_code: int | None
     timed_out: bool
@@ -156,7 +175,9 @@ class StepOutcome(Wire):
     output: str = Field(description="The tail of the command's combined output.")
 
 
-class ActionResult(Wire):
+class ActionResult(Answer):
+    kind: Literal["action"] = "action"
+    api_version: int = API_VERSION
     ok: bool
     action: str
     target: str
@@ -169,14 +190,14 @@ class ActionResult(Wire):
     audit_seq: int
 
 
-class Problem(Wire):
+class Problem(Answer):
     """Every 4xx answer: what is wrong, in a sentence."""
 
     error: str
     detail: Any = None
 
 
-class GroupMemberStatus(Wire):
+class GroupMemberStatus(Answer):
     member: str
     healthy: bool
     lag: float | None
@@ -187,7 +208,7 @@ class GroupMemberStatus(Wire):
     updated_at: float
 
 
-class HandoverRecord(Wire):
+class HandoverRecord(Answer):
     at: float
     from_member: str | None
     to_member: str
@@ -198,7 +219,8 @@ class HandoverRecord(Wire):
     steps: dict[str, float] = Field(description="Seconds per step: detect, acquire, promote.")
 
 
-class GroupStatus(Wire):
+class GroupStatus(Answer):
+    api_version: int = API_VERSION
     name: str
     member: str = Field(description="This host's member id.")
     role: str = Field(description="standby, promoting, primary or demoting (this member).")
@@ -221,7 +243,7 @@ class GroupStatus(Wire):
     last_handover: HandoverRecord | None
 
 
-class GroupActionRequest(Wire):
+class GroupActionRequest(Request):
     to: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
@@ -233,7 +255,9 @@ class GroupActionRequest(Wire):
     )
 
 
-class GroupActionResult(Wire):
+class GroupActionResult(Answer):
+    kind: Literal["group_action"] = "group_action"
+    api_version: int = API_VERSION
     ok: bool
     action: str
     group: str
@@ -246,3 +270,24 @@ class GroupActionResult(Wire):
 
 
 HostStatus.model_rebuild()
+
+
+def sent_api_version(answer: BaseModel) -> int:
+    """The api_version of the agent that sent `answer` (version 1 did not send it)."""
+    version = getattr(answer, "api_version", 1)
+    return int(version) if "api_version" in answer.model_fields_set else 1
+
+
+def _result_kind(value: Any) -> str:
+    """`kind` as sent; an agent of api_version 1 sent none, and only group results had
+    a `group`."""
+    if isinstance(value, dict):
+        return str(value.get("kind") or ("group_action" if "group" in value else "action"))
+    return str(getattr(value, "kind", "action"))
+
+
+#: Any result of a mutating request, told apart by `kind`.
+Result = Annotated[
+    Annotated[ActionResult, Tag("action")] | Annotated[GroupActionResult, Tag("group_action")],
+    Discriminator(_result_kind),
+]

@@ -1,9 +1,11 @@
 """Typed calls to one agent's API over whichever transport reaches it.
 
 Blocking, like the transports: the console runs these in worker threads. Every
-answer is parsed into the agent's own wire models (agent/schema.py), so a
-mismatch between console and agent versions is an error that names the
-endpoint, not a KeyError three screens later.
+answer is parsed into the agent's own wire models (agent/schema.py), which
+ignore fields this console does not know: a fleet is upgraded host by host, and
+the console reads agents one `api_version` older or newer than its own. An
+agent further away, or an answer that does not parse, is an error that names
+the endpoint and both versions, not a KeyError three screens later.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from urllib.parse import quote
 from pydantic import TypeAdapter, ValidationError
 
 from agent.schema import (
+    API_VERSION,
     ActionResult,
     AuditRecord,
     Event,
     GroupActionResult,
     HandoverRecord,
     HostStatus,
+    Result,
+    sent_api_version,
 )
 from console.transport import Transport, TransportError
 
@@ -53,15 +58,25 @@ class AgentClient:
         try:
             return adapter.validate_json(r.body)
         except ValidationError as exc:
+            first = exc.errors()[0]
             raise TransportError(
                 f"GET {path}: the agent's answer does not match this console's version "
-                f"({exc.error_count()} problems, first: {exc.errors()[0]['msg']})"
+                f"(api_version {API_VERSION}): {exc.error_count()} problem(s), first: "
+                f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
             ) from None
 
     def status(self, recent: int = 20) -> HostStatus:
         """`recent`: results per probe for sparklines; the fleet poll asks for 0 (a slim
         answer: at a thousand hosts, parsing the full one costs the UI its frame rate)."""
-        return self._get("/api/v1/status", _HOST, recent=recent)
+        status = self._get("/api/v1/status", _HOST, recent=recent)
+        version = sent_api_version(status)
+        if abs(version - API_VERSION) > 1:
+            raise TransportError(
+                f"GET /api/v1/status: the agent speaks api_version {version}; this console "
+                f"reads {API_VERSION - 1} to {API_VERSION + 1}: upgrade the "
+                f"{'console' if version > API_VERSION else 'agent'}"
+            )
+        return status
 
     def events(self, since: int | None = None, limit: int = 200) -> list[Event]:
         return self._get("/api/v1/events", _EVENTS, since=since, limit=limit)
@@ -114,7 +129,4 @@ _HOST: TypeAdapter[HostStatus] = TypeAdapter(HostStatus)
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 _AUDIT: TypeAdapter[list[AuditRecord]] = TypeAdapter(list[AuditRecord])
 _HISTORY: TypeAdapter[list[HandoverRecord]] = TypeAdapter(list[HandoverRecord])
-# Both forbid unknown fields, so an answer matches exactly one of them.
-_RESULT: TypeAdapter[ActionResult | GroupActionResult] = TypeAdapter(
-    ActionResult | GroupActionResult
-)
+_RESULT: TypeAdapter[ActionResult | GroupActionResult] = TypeAdapter(Result)
