@@ -215,9 +215,8 @@ class Agent:
 
     async def _prune(self) -> None:
         r = self.config.retention
-        await asyncio.to_thread(
-            self.store.prune, r.events, r.probe_results, r.max_events, r.max_probe_results
-        )
+        self.store.retain_history(r.events, r.probe_results, r.max_events, r.max_probe_results)
+        await asyncio.to_thread(self.store.prune)
 
     # -- reload --------------------------------------------------------------
 

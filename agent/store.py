@@ -1,8 +1,23 @@
-"""The agent's state in SQLite (WAL): events, probe results, recovery attempts, actions.
+"""The agent's state in SQLite (WAL): events, probe results, recovery attempts, actions,
+and the tables that subsystems register.
 
 One file under the state directory, so history survives agent restarts and a
 crash mid-write leaves the database consistent (each write is one transaction).
-Retention is bounded by age and by row count, pruned periodically.
+
+Schema versions (docs/store.md). `PRAGMA user_version` is the version of the
+store's own schema, MIGRATIONS below: 1 is the schema of the first releases,
+which wrote no version, so a database at 0 that has those tables adopts 1 as it
+is; 2 adds `table_versions`. A table that a subsystem registers (`Table`)
+carries its own migrations and its version is a row of `table_versions`: a
+subsystem that is not configured, and so not imported, leaves no hole in anyone
+else's numbering. Each migration runs in one transaction with its version
+bump, so a crash mid-way leaves the previous version. A database or table that
+a newer agent wrote (a version above what this one knows) is refused with a
+StoreError before anything is written to it: an older agent cannot know what a
+newer one's rows mean.
+
+Retention is bounded by age and by row count, per table (`Retention`), and
+pruned periodically, on a connection of its own in small batches (`prune`).
 
 Probe results are the one buffered write: they are kept for up to
 RESULTS_FLUSH_DELAY (on the agent's tick, agent/ticks.py, so the write shares a
@@ -18,13 +33,23 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import __version__
 from agent.ticks import next_tick
 
-SCHEMA = """
+# A migration: SQL statements, or a function of the connection (a data migration that SQL
+# cannot express; it must not commit). Either runs inside the migration's transaction.
+Migration = str | Callable[[sqlite3.Connection], None]
+
+# The store's own schema; version n is the first n applied. Append, never edit one that has
+# shipped: databases in the field are at every earlier version.
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1: the schema of the first releases (as they wrote it, so a version-0 file adopts it).
+    """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -64,7 +89,52 @@ CREATE TABLE IF NOT EXISTS actions (
     detail TEXT NOT NULL,
     duration REAL NOT NULL
 );
-"""
+""",
+    # 2: the versions of the tables subsystems register.
+    "CREATE TABLE table_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+)
+
+HISTORY_TABLES = ("events", "probe_results", "recovery_attempts", "actions")
+
+
+class StoreError(OSError):
+    """The state database cannot be used as it is; the message names the file and what to do.
+
+    An OSError because, like a permission problem, the file is unusable: whoever reports
+    an unusable state directory (the agent's start) reports this too."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long a table keeps rows: those whose `age_field` (epoch seconds) is older than
+    `max_age` go, and beyond the newest `max_rows` (by rowid) the oldest go. None: no bound."""
+
+    max_age: float | None = None
+    max_rows: int | None = None
+    age_field: str = "ts"
+
+    def __post_init__(self) -> None:
+        if not self.age_field.isidentifier():
+            raise ValueError(f"age_field {self.age_field!r} is not a column name")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table a subsystem owns, registered with `Store.register`.
+
+    `migrations[0]` creates it; each later one changes it, in order (version n is the first
+    n applied). Append, never edit one that has shipped. `retention` is its default rule;
+    `Store.retain` changes it (say, from the subsystem's config on a reload)."""
+
+    name: str
+    migrations: tuple[Migration, ...]
+    retention: Retention | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"table name {self.name!r} is not an SQL identifier")
+        if not self.migrations:
+            raise ValueError(f"table {self.name}: give at least the migration that creates it")
 
 
 RESULTS_FLUSH_DELAY = 1.0
@@ -99,22 +169,129 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self._tables: dict[str, Table] = {}
+        self._retention: dict[str, Retention] = {}
         self._results: list[_ResultRow] = []
         self._results_flush: asyncio.TimerHandle | None = None
-        self.db.executescript(SCHEMA)
-        # An attempt still `running` was cut short by a crash or kill of the agent.
-        self.db.execute(
-            "UPDATE recovery_attempts SET result = 'interrupted',"
-            " detail = 'the agent stopped during this attempt' WHERE result = 'running'"
-        )
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: {exc}") from None
+        try:
+            self.db.execute("PRAGMA busy_timeout=5000")
+            # Refused before the first write (WAL mode is one): a newer agent's file stays as it is.
+            self._refuse_newer("the database's schema", self.schema_version(), len(MIGRATIONS))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(
+                "the database's schema", MIGRATIONS, self.schema_version, self._set_schema_version
+            )
+            # An attempt still `running` was cut short by a crash or kill of the agent.
+            self.db.execute(
+                "UPDATE recovery_attempts SET result = 'interrupted',"
+                " detail = 'the agent stopped during this attempt' WHERE result = 'running'"
+            )
+        except BaseException as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{path}: {exc}") from None
+            raise
 
     def close(self) -> None:
         self.flush_results()
         self.db.close()
+
+    # -- schema ----------------------------------------------------------------
+
+    def register(self, table: Table) -> None:
+        """Brings a subsystem's table to its newest version (creating it on first use) and
+        prunes it by its retention from now on. Registering it again (a reload) is harmless.
+        Raises StoreError if a newer agent wrote the table, or a migration fails."""
+        if table.name in HISTORY_TABLES or table.name == "table_versions":
+            raise ValueError(f"table {table.name} is the store's own")
+        known = self._tables.get(table.name)
+        if known is not None and known.migrations != table.migrations:
+            raise ValueError(f"table {table.name} is registered with other migrations")
+
+        def version() -> int:
+            row = self.db.execute(
+                "SELECT version FROM table_versions WHERE name = ?", (table.name,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        def set_version(version: int) -> None:
+            self.db.execute(
+                "INSERT OR REPLACE INTO table_versions (name, version) VALUES (?, ?)",
+                (table.name, version),
+            )
+
+        try:
+            self._migrate(f"table {table.name}", table.migrations, version, set_version)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: table {table.name}: {exc}") from None
+        if known is None:
+            self._tables[table.name] = table
+            if table.retention is not None:
+                self._retention[table.name] = table.retention
+
+    def schema_version(self) -> int:
+        """The version of the store's own schema in the file (PRAGMA user_version)."""
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def table_versions(self) -> dict[str, int]:
+        """The version of every table that subsystems registered in the file, this agent's
+        or not."""
+        rows = self.db.execute("SELECT name, version FROM table_versions").fetchall()
+        return {name: int(version) for name, version in rows}
+
+    def _set_schema_version(self, version: int) -> None:
+        self.db.execute(f"PRAGMA user_version = {int(version)}")
+
+    def _refuse_newer(self, what: str, version: int, known: int) -> None:
+        if version > known:
+            raise StoreError(
+                f"{self.path}: {what} is at version {version}, but this hadeck-agent"
+                f" ({__version__}) knows versions up to {known}: a newer agent wrote it."
+                f" Run that newer agent, or move the file away to start with an empty history;"
+                f" the file is left as it is"
+            )
+
+    def _migrate(
+        self,
+        what: str,
+        migrations: tuple[Migration, ...],
+        version: Callable[[], int],
+        set_version: Callable[[int], None],
+    ) -> None:
+        """Applies the migrations after the file's version, each in one transaction with
+        its version bump (re-read inside it: another process may have moved it)."""
+        self._refuse_newer(what, version(), len(migrations))
+        while version() < len(migrations):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                current = version()
+                self._refuse_newer(what, current, len(migrations))
+                if current < len(migrations):
+                    step = migrations[current]
+                    try:
+                        if callable(step):
+                            step(self.db)
+                        else:
+                            for statement in _statements(step):
+                                self.db.execute(statement)
+                    except Exception as exc:
+                        raise StoreError(
+                            f"{self.path}: {what}: the migration to version {current + 1}"
+                            f" failed, so it stays at version {current}: {exc}"
+                        ) from exc
+                    set_version(current + 1)
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    # -- history -------------------------------------------------------------
 
     def add_event(
         self,
@@ -243,34 +420,48 @@ class Store:
             (ts, actor, action, target, int(ok), detail, duration),
         )
 
-    def prune(
-        self,
-        events_age: float,
-        results_age: float,
-        max_events: int,
-        max_results: int,
-        now: float | None = None,
+    # -- retention -------------------------------------------------------------
+
+    def retain(self, table: str, retention: Retention | None) -> None:
+        """Sets the retention of one of the store's tables or a registered one (None: keep
+        every row); the next prune applies it."""
+        if table not in HISTORY_TABLES and table not in self._tables:
+            raise ValueError(f"no table {table} in the store (register it first)")
+        if retention is None:
+            self._retention.pop(table, None)
+        else:
+            self._retention[table] = retention
+
+    def retain_history(
+        self, events_age: float, results_age: float, max_events: int, max_results: int
     ) -> None:
-        """Delete what retention no longer keeps. Runs in a worker thread, on a connection
-        of its own and in small transactions: the event loop's writes on the main
+        """The retention of the store's own tables, from the config's `retention` section:
+        recovery attempts and actions are kept as long as events."""
+        self.retain("events", Retention(events_age, max_events))
+        self.retain("probe_results", Retention(results_age, max_results))
+        self.retain("recovery_attempts", Retention(events_age))
+        self.retain("actions", Retention(events_age))
+
+    def prune(self, now: float | None = None) -> None:
+        """Delete what each table's retention no longer keeps. Runs in a worker thread, on a
+        connection of its own and in small transactions: the event loop's writes on the main
         connection wait for one batch at most, never for the whole prune, and never end
         up inside the prune's transaction."""
         now = time.time() if now is None else now
+        rules = list(self._retention.items())  # one read: `retain` may run on the loop meanwhile
         db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
         try:
-            for table, age, most in (
-                ("events", events_age, max_events),
-                ("probe_results", results_age, max_results),
-                ("recovery_attempts", events_age, None),
-                ("actions", events_age, None),
-            ):
-                where = "ts < ?"
-                args: tuple[float, ...] = (now - age,)
-                if most is not None:
-                    last = db.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0] or 0  # noqa: S608
-                    where += " OR id <= ?"
-                    args += (last - most,)
-                _delete_in_batches(db, table, where, args)
+            for table, rule in rules:
+                clauses, args = [], []
+                if rule.max_age is not None:
+                    clauses.append(f"{rule.age_field} < ?")
+                    args.append(now - rule.max_age)
+                if rule.max_rows is not None:
+                    last = db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0] or 0  # noqa: S608
+                    clauses.append("rowid <= ?")
+                    args.append(last - rule.max_rows)
+                if clauses:
+                    _delete_in_batches(db, table, " OR ".join(clauses), tuple(args))
         finally:
             db.close()
 
@@ -282,8 +473,20 @@ def _delete_in_batches(
     db: sqlite3.Connection, table: str, where: str, args: tuple[float, ...]
 ) -> None:
     sql = (
-        f"DELETE FROM {table} WHERE id IN"  # noqa: S608 - table names are ours, values bound
-        f" (SELECT id FROM {table} WHERE {where} LIMIT {PRUNE_BATCH})"
+        f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - names are checked identifiers
+        f" (SELECT rowid FROM {table} WHERE {where} LIMIT {PRUNE_BATCH})"
     )
     while db.execute(sql, args).rowcount == PRUNE_BATCH:
         pass
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, one at a time: `executescript` would commit the
+    migration's transaction before running them."""
+    statement = ""
+    for part in script.split(";"):
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):  # a `;` inside a string or trigger is not an end
+            if statement.strip(" \t\n;"):
+                yield statement
+            statement = ""

@@ -1,0 +1,51 @@
+"""The real agent opens the state database its earlier versions left, with their history,
+and refuses, untouched, one that a newer agent wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.store import MIGRATIONS
+from tests.support.agent import PYTHON, AgentProcess
+from tests.unit.test_store import EARLIER_VERSIONS, FIRST_RELEASES_SCHEMA
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_agent_started_on_a_first_release_database_keeps_its_history(tmp_path, start_agent):
+    state = tmp_path / "a" / "state"
+    state.mkdir(parents=True)
+    EARLIER_VERSIONS[0](state / "state.db")
+    agent = start_agent({"agent": {"state_dir": str(state)}})
+    kinds = [e["kind"] for e in agent.events()]
+    assert kinds[0] == "service_down" and "agent_started" in kinds
+    assert agent.stop() == 0
+    db = sqlite3.connect(state / "state.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_an_agent_refuses_a_database_from_a_newer_agent_and_leaves_it(tmp_path):
+    agent = AgentProcess(tmp_path, {})
+    agent.state_dir.mkdir(parents=True)
+    path = agent.state_dir / "state.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(FIRST_RELEASES_SCHEMA)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    run = subprocess.run(
+        [PYTHON, "-m", "agent.cli", "run", "--config", str(agent.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    [line] = [x for x in run.stderr.splitlines() if x.startswith("hadeck-agent: ")]
+    assert str(path) in line and "version 99" in line and f"up to {len(MIGRATIONS)}" in line
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == before
