@@ -1,4 +1,7 @@
-"""`hadeck-agent`: run the daemon, check a config file, verify the audit log.
+"""`hadeck-agent`: run the daemon, check its config and audit log, act through the agent.
+
+The acting subcommands (restart, switchover, operations, ...) ask the local
+agent's API with its token, so its locks and audit apply (agent/ctl.py).
 
 Exit codes: 0 fine, 1 runtime failure (cannot start, audit chain broken),
 2 invalid input (config problems, bad usage).
@@ -18,7 +21,7 @@ from pathlib import Path
 # httpx fall back to its stub, as it does when those extras are not installed.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from agent import __version__, audit, config  # noqa: E402
+from agent import __version__, audit, config, ctl  # noqa: E402
 from agent.config import ConfigError  # noqa: E402
 
 
@@ -129,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("file", help="audit log (default location: STATE_DIR/audit.jsonl)")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(func=_audit_verify)
+    ctl.add_subcommands(sub)
     return p
 
 

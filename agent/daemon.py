@@ -34,6 +34,7 @@ from agent.audit import AuditLog
 from agent.config import AgentConfig, ConfigError
 from agent.events import EventLog
 from agent.metrics import Metrics
+from agent.operations import Operations
 from agent.resources import HostResources
 from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
@@ -92,8 +93,15 @@ class Agent:
         metrics = Metrics()
         metrics.info.info({"version": __version__, "host": cfg.agent.name})
         metrics.start_time.set(self.started_at)
+        events = EventLog(store, metrics)
         self.core = Core(
-            self.config_path, EventLog(store, metrics), store, audit, metrics, scheduler
+            self.config_path,
+            events,
+            store,
+            audit,
+            metrics,
+            scheduler,
+            Operations(store, events),
         )
         try:
             self.supervision = Supervision(self.core, cfg)
@@ -128,6 +136,10 @@ class Agent:
     @property
     def events(self) -> EventLog:
         return self.core.events
+
+    @property
+    def operations(self) -> Operations:
+        return self.core.operations
 
     @property
     def supervisor(self) -> Supervisor:
@@ -200,6 +212,7 @@ class Agent:
         finally:
             log.info("stopping")
             scheduler.shutdown(wait=False)
+            await self.operations.stop()  # each is marked interrupted, with its id
             for sub in reversed(self.subsystems):
                 await sub.stop()
             await commands.end_all()

@@ -272,6 +272,37 @@ class GroupActionResult(Answer):
 HostStatus.model_rebuild()
 
 
+class OperationProgress(Answer):
+    message: str = ""
+    fraction: float | None = Field(default=None, description="0 to 1, where it can be told.")
+    done: int | None = None
+    total: int | None = None
+    unit: str | None = Field(default=None, description="What `done` and `total` count.")
+    eta_seconds: float | None = None
+
+
+OperationState = Literal["running", "cancelling", "succeeded", "failed", "cancelled", "interrupted"]
+
+
+class Operation(Answer):
+    """An action that outlives its request (`202`): follow it at /api/v1/operations/{id}."""
+
+    kind: Literal["operation"] = "operation"
+    api_version: int = API_VERSION
+    id: str
+    type: str = Field(description="What it does, e.g. group_switchover, backup.")
+    target: str
+    actor: str
+    params: dict[str, Any]
+    state: OperationState
+    created_at: float
+    finished_at: float | None
+    duration_seconds: float
+    progress: OperationProgress
+    result: dict[str, Any] = Field(description="When finished: what it did (type-specific).")
+    error: str | None = Field(description="Why it failed, was cancelled or interrupted.")
+
+
 def sent_api_version(answer: BaseModel) -> int:
     """The api_version of the agent that sent `answer` (version 1 did not send it)."""
     version = getattr(answer, "api_version", 1)

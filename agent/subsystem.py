@@ -27,6 +27,7 @@ from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.events import EventLog
 from agent.metrics import Metrics
+from agent.operations import Operations
 from agent.store import Store
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Core:
     audit: AuditLog
     metrics: Metrics
     scheduler: LoopScheduler
+    operations: Operations
 
 
 class ReloadError(Exception):

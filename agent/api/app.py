@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent import __version__, config
 from agent.actions import Actions, Refused
+from agent.api.operations import router as operations_router
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.failover.lease import LeaseStoreError
@@ -32,6 +33,7 @@ from agent.failover.member import GroupMember
 from agent.failover.operations import GroupOperations, handover_record
 from agent.failover.operations import status as group_status
 from agent.metrics import Metrics
+from agent.operations import Operations
 from agent.schema import (
     ActionRequest,
     ActionResult,
@@ -82,6 +84,8 @@ class AgentView(Protocol):
     def groups(self) -> dict[str, GroupMember]: ...
     @property
     def group_ops(self) -> GroupOperations: ...
+    @property
+    def operations(self) -> Operations: ...
 
 
 class ApiError(Exception):
@@ -299,6 +303,10 @@ def build_api(agent: AgentView) -> FastAPI:
     _add_read_only_routes(app, agent)
     _add_routing_routes(app, agent)
     _add_group_routes(app, agent)
+    app.include_router(
+        operations_router(agent, Operator, lambda message: ApiError(404, message)),
+        responses=ERRORS,
+    )
 
     @app.get("/api/v1/status", response_model=HostStatus)
     async def status(

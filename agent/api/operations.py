@@ -1,0 +1,64 @@
+"""Routes of long-running operations: list, follow, cancel (agent/operations.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Path, Query
+
+from agent.audit import AuditLog
+from agent.operations import Operations
+from agent.schema import Operation, OperationState
+
+OP_ID = Annotated[str, Path(pattern=r"^op-[0-9a-f]{12}$")]
+
+
+class OperationsView(Protocol):
+    @property
+    def operations(self) -> Operations: ...
+    @property
+    def audit(self) -> AuditLog: ...
+
+
+def router(
+    agent: OperationsView, operator: Any, not_found: Callable[[str], Exception]
+) -> APIRouter:
+    """`operator`: the API's annotated dependency that checks the token and names the actor;
+    `not_found`: the API's 404 error for a message."""
+    r = APIRouter(tags=["operations"])
+
+    @r.get("/api/v1/operations", response_model=list[Operation])
+    async def operations(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        state: OperationState | None = None,
+    ) -> list[Operation]:
+        """Newest first: running ones and those finished (kept 30 days), across restarts."""
+        return [op.model() for op in agent.operations.recent(limit, state)]
+
+    @r.get("/api/v1/operations/{op_id}", response_model=Operation)
+    async def operation(op_id: OP_ID) -> Operation:
+        op = agent.operations.get(op_id)
+        if op is None:
+            raise not_found(f"no operation {op_id!r} on this host")
+        return op.model()
+
+    @r.post("/api/v1/operations/{op_id}/cancel", response_model=Operation)
+    async def cancel(op_id: OP_ID, actor: operator) -> Operation:
+        """Cancel a running operation; answers once its work has stopped. Cancelling one
+        that has finished changes nothing and says so in its state."""
+        op = agent.operations.get(op_id)
+        if op is None:
+            raise not_found(f"no operation {op_id!r} on this host")
+        was = op.state
+        op = await agent.operations.cancel(op_id) or op
+        agent.audit.append(
+            str(actor),
+            "operation_cancel",
+            op_id,
+            {"type": op.type, "target": op.target},
+            {"ok": was == "running", "state_before": was, "state": op.state},
+        )
+        return op.model()
+
+    return r
