@@ -11,6 +11,7 @@ the endpoint and both versions, not a KeyError three screens later.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -25,12 +26,16 @@ from agent.schema import (
     GroupActionResult,
     HandoverRecord,
     HostStatus,
+    Operation,
     Result,
     sent_api_version,
 )
 from console.transport import Transport, TransportError
 
 M = TypeVar("M")
+
+#: How often an operation (202) is polled while the console waits for its result.
+FOLLOW_POLL = 0.25
 
 
 class AgentRefused(Exception):
@@ -116,7 +121,33 @@ class AgentClient:
                 self._token = None  # rotated on the host: read it afresh next time
         if r.status >= 400:
             raise AgentRefused(r.status, _error_text(r.json_or_text()))
+        if r.status == 202:
+            return self._outcome(self._follow(_OPERATION.validate_json(r.body), timeout))
         return _RESULT.validate_json(r.body)
+
+    def operation(self, op_id: str) -> Operation:
+        return self._get(f"/api/v1/operations/{quote(op_id, safe='')}", _OPERATION)
+
+    def _follow(self, op: Operation, timeout: float) -> Operation:
+        """Poll a long-running operation (202) until it ends or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while op.state in ("running", "cancelling"):
+            if time.monotonic() >= deadline:
+                raise TransportError(
+                    f"operation {op.id} ({op.type} {op.target}) still {op.state} after "
+                    f"{timeout:g}s; it goes on on the host (GET /api/v1/operations/{op.id})"
+                )
+            time.sleep(FOLLOW_POLL)
+            op = self.operation(op.id)
+        return op
+
+    @staticmethod
+    def _outcome(op: Operation) -> ActionResult | GroupActionResult:
+        """The result the operation's work returned; an operation that ended without one
+        (cancelled, interrupted, an internal error) is a refusal that says how it ended."""
+        if op.result.get("kind") in ("action", "group_action"):
+            return _RESULT.validate_python(op.result)
+        raise AgentRefused(409, f"operation {op.id} {op.state}: {op.error or 'no result'}")
 
 
 def _error_text(payload: Any) -> str:
@@ -129,4 +160,5 @@ _HOST: TypeAdapter[HostStatus] = TypeAdapter(HostStatus)
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 _AUDIT: TypeAdapter[list[AuditRecord]] = TypeAdapter(list[AuditRecord])
 _HISTORY: TypeAdapter[list[HandoverRecord]] = TypeAdapter(list[HandoverRecord])
+_OPERATION: TypeAdapter[Operation] = TypeAdapter(Operation)
 _RESULT: TypeAdapter[ActionResult | GroupActionResult] = TypeAdapter(Result)
