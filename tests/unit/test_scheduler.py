@@ -1,68 +1,286 @@
-"""The agent's scheduler: runs that fall due close together share one wake-up, and
-aligning runs to the tick never loses or delays runs by more than a tick."""
+"""Cron expressions and recorded jobs: what a subsystem's schedule relies on.
+
+Recorded runs use a real SQLite file and a clock the test sets; the tick-aligned
+timer itself is tested against the wall clock in tests/integration/test_scheduler_ticks.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import math
+import subprocess
+import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
-from agent.scheduler import LoopScheduler, every, in_seconds
-from agent.ticks import TICK
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from agent.cron import Cron
+from agent.cron import trigger as cron
+from agent.job_runs import JobRuns
+from agent.scheduler import LoopScheduler, every
+from agent.store import Store
+
+# -- cron expressions ---------------------------------------------------------------------
 
 
-async def test_runs_due_within_one_tick_share_a_wake_up():
-    loop = asyncio.get_running_loop()
-    woke: dict[str, tuple[float, float]] = {}  # job -> (loop time at run, wall time at run)
-    done = asyncio.Event()
+class Schedule(BaseModel):
+    """A config section as a subsystem would write it."""
 
-    async def job(name: str) -> None:
-        woke[name] = (loop.time(), time.time())
-        if len(woke) == 3:
-            done.set()
+    schedule: Cron
 
-    scheduler = LoopScheduler()
-    scheduler.start()
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+WEDNESDAY_NOON = utc("2024-05-01 12:00:30")
+
+
+@pytest.mark.parametrize(
+    ("expr", "next_fire"),
+    [
+        ("0 3 * * *", "2024-05-02 03:00"),
+        ("  0   3 * *  *\n", "2024-05-02 03:00"),
+        ("*/15 9-17 * * mon-fri", "2024-05-01 12:15"),
+        ("0 0 * * sun", "2024-05-05 00:00"),
+        ("0 0 * * SAT,sun", "2024-05-04 00:00"),
+        ("30 4 1,15 * *", "2024-05-15 04:30"),
+        ("0 0 1 jan *", "2025-01-01 00:00"),
+        ("0 0 last * *", "2024-05-31 00:00"),
+        ("@daily", "2024-05-02 00:00"),
+        ("@weekly", "2024-05-05 00:00"),
+        ("@monthly", "2024-06-01 00:00"),
+        ("@hourly", "2024-05-01 13:00"),
+    ],
+)
+def test_cron_expressions_fire_in_utc_whatever_the_zone_of_the_clock(expr, next_fire):
+    assert Schedule(schedule=expr).schedule == " ".join(expr.split())
+    assert cron(expr).get_next_fire_time(None, WEDNESDAY_NOON) == utc(next_fire)
+    elsewhere = WEDNESDAY_NOON.astimezone(timezone(timedelta(hours=-7)))  # the same instant
+    assert cron(expr).get_next_fire_time(None, elsewhere) == utc(next_fire)
+
+
+@pytest.mark.parametrize(
+    ("expr", "says"),
+    [
+        ("0 3 * * 1", "day of week '1': write days by name"),
+        ("0 3 * * 0-4", "counts 0 as Sunday"),
+        ("0 3 * * 7", "write days by name"),
+        ("0 3 * * */2", "day of week '*/2'"),
+        ("0 3 * * mon-fri/2", "ignores steps here"),
+        ("0 3 * * mon,funday", "day of week 'funday'"),
+        ("0 0 1 * mon", "not both"),
+        ("61 * * * *", "the last value (61) is higher than the maximum value (59)"),
+        ("x * * * *", 'for field "minute"'),
+        ("0 3 * *", "expected 5 fields (minute hour day-of-month month day-of-week), got 4"),
+        ("0 3 * * * *", "got 6"),
+        ("", "got 0"),
+        ("@reboot", "not one of @hourly"),
+        ("0 0 30 2 *", "never fires"),
+        ("0 0 31 4,6,9,11 *", "never fires"),
+        ("0 3 * * *\x00", "control characters"),
+        ("0 3\x1b[2J * * *", "control characters"),
+        ("1," * 200 + "1 * * * *", "at most 256 characters"),
+    ],
+)
+def test_a_bad_cron_expression_is_refused_saying_why(expr, says):
+    with pytest.raises(ValidationError) as refused:
+        Schedule(schedule=expr)
+    [error] = refused.value.errors()
+    assert error["loc"] == ("schedule",)
+    assert says in error["msg"]
+    assert error["msg"].isprintable()  # never a raw control character to a terminal
+
+
+def test_the_cron_trigger_is_loaded_only_when_an_expression_is_used():
+    # agent.daemon is the agent's whole start-up path, config included.
+    code = (
+        "import sys, agent.daemon, agent.cron, agent.job_runs\n"
+        "print('apscheduler.triggers.cron' in sys.modules)\n"
+        "agent.cron.check('0 3 * * *')\n"
+        "print('apscheduler.triggers.cron' in sys.modules)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.split() == ["False", "True"]
+
+
+# -- recorded jobs --------------------------------------------------------------------------
+
+
+class Clock:
+    """The time as the test sets it."""
+
+    def __init__(self, now: str) -> None:
+        self.now = utc(now).timestamp()
+
+    def set(self, now: str) -> None:
+        self.now = utc(now).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+NIGHTLY = "0 3 * * *"
+
+
+async def nothing() -> None:
+    pass
+
+
+async def test_a_success_moves_the_last_success_and_a_failure_does_not(tmp_path):
+    path = tmp_path / "state.db"
+    clock = Clock("2024-05-01 12:00")
+    scheduler = LoopScheduler(job_runs=JobRuns(Store(path), clock))
+    failing: list[str] = []
+
+    async def backup() -> None:
+        if failing:
+            raise RuntimeError(failing[0])
+
+    scheduler.add_recorded_job("backup:nightly", backup, cron(NIGHTLY))
+    run = scheduler.get_job("backup:nightly").func  # what the scheduler calls at each fire
+    clock.set("2024-05-02 03:00:01")
+    await run()
+    clock.set("2024-05-03 03:00:01")
+    failing.append("repository is locked")
+    await run()
+
+    record = JobRuns(Store(path), clock).get("backup:nightly")  # as the next start reads it
+    assert record is not None
+    assert record.last_start == utc("2024-05-03 03:00:01").timestamp()
+    assert record.last_success == utc("2024-05-02 03:00:01").timestamp()
+    assert (record.outcome, record.detail) == ("failed", "RuntimeError: repository is locked")
+    assert record.added == utc("2024-05-01 12:00").timestamp()
+
+
+async def test_a_run_cut_short_by_the_agent_stopping_is_interrupted_at_the_next_start(tmp_path):
+    path = tmp_path / "state.db"
+    clock = Clock("2024-05-02 03:00:01")
+    store = Store(path)
+    scheduler = LoopScheduler(job_runs=JobRuns(store, clock))
+    started = asyncio.Event()
+
+    async def backup() -> None:
+        started.set()
+        await asyncio.Event().wait()  # still going when the agent is killed
+
+    scheduler.add_recorded_job("backup:nightly", backup, cron(NIGHTLY))
+    task = asyncio.ensure_future(scheduler.get_job("backup:nightly").func())
+    await asyncio.wait_for(started.wait(), 10)
+    store.db.close()  # killed: nothing more is written
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    record = JobRuns(Store(path), clock).get("backup:nightly")
+    assert record is not None
+    assert (record.outcome, record.last_success) == ("interrupted", None)
+
+
+def _history(path: Path, clock: Clock, job: str, added: str, runs: list[tuple[str, str]]) -> None:
+    """A job's earlier life: first scheduled at `added`, then runs (start, outcome)."""
+    store = Store(path)
+    record = JobRuns(store, clock)
+    clock.set(added)
+    record.scheduled(job)
+    for start, outcome in runs:
+        record.started(job, utc(start).timestamp())
+        record.finished(job, utc(start).timestamp(), outcome)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "runs", "due", "fires"),
+    [
+        # It ran at its last fire, or at the fire itself: nothing missed.
+        (NIGHTLY, [("2024-05-01 03:00:00.4", "ok")], None, 0),
+        (NIGHTLY, [("2024-05-01 03:00", "ok")], None, 0),
+        # Down from the 28th to now: three fires missed, run once.
+        (NIGHTLY, [("2024-04-28 03:00:05", "ok")], "2024-04-29 03:00", 3),
+        # The last two runs failed: the last success is what counts.
+        (
+            NIGHTLY,
+            [
+                ("2024-04-29 03:00:05", "ok"),
+                ("2024-04-30 03:00:05", "failed"),
+                ("2024-05-01 03:00:05", "failed"),
+            ],
+            "2024-04-30 03:00",
+            2,
+        ),
+        # Never succeeded: counted from when it was first scheduled.
+        (NIGHTLY, [], "2024-04-20 03:00", 12),
+        (NIGHTLY, [("2024-04-20 03:00:01", "failed")], "2024-04-20 03:00", 12),
+        # An interval: a whole one has passed since the last success.
+        (every(6 * 3600), [("2024-05-01 03:00", "ok")], "2024-05-01 09:00", 1),
+        (every(6 * 3600), [("2024-05-01 07:00", "ok")], None, 0),
+    ],
+)
+def test_catch_up_runs_what_fell_due_since_the_last_success(tmp_path, trigger, runs, due, fires):
+    path = tmp_path / "state.db"
+    clock = Clock("2024-04-20 00:00")
+    _history(path, clock, "job", "2024-04-20 00:00", runs)
+    clock.set("2024-05-01 12:00")  # the agent starts again
+    scheduler = LoopScheduler(job_runs=JobRuns(Store(path), clock))
+    trigger = cron(trigger) if isinstance(trigger, str) else trigger
+    missed = scheduler.add_recorded_job("job", nothing, trigger, catch_up=True)
+    if due is None:
+        assert missed is None
+    else:
+        assert missed is not None
+        assert (missed.job, missed.due, missed.fires) == ("job", utc(due), fires)
+        ok = [start for start, outcome in runs if outcome == "ok"]
+        assert missed.last_success == (utc(ok[-1]).timestamp() if ok else None)
+
+
+async def test_a_job_is_not_behind_before_its_first_fire_nor_without_catch_up(tmp_path):
+    path = tmp_path / "state.db"
+    clock = Clock("2024-05-01 04:00")
+    scheduler = LoopScheduler(job_runs=JobRuns(Store(path), clock))
+    scheduler.start(paused=True)
     try:
-        # Three runs due 60 ms apart, all between two ticks (a tick or more from now).
-        now = loop.time()
-        tick = math.ceil(now / TICK) * TICK + TICK
-        start = datetime.now(UTC)
-        due = {name: tick - now + off for name, off in (("a", 0.03), ("b", 0.09), ("c", 0.15))}
-        for name, after in due.items():
-            scheduler.add_job(job, "date", run_date=start + timedelta(seconds=after), args=[name])
-        await asyncio.wait_for(done.wait(), 5)
+        assert scheduler.add_recorded_job("new", nothing, cron(NIGHTLY), catch_up=True) is None
+        _history(path, clock, "old", "2024-04-01 00:00", [("2024-04-02 03:00", "ok")])
+        clock.set("2024-05-01 12:00")
+        assert scheduler.add_recorded_job("old", nothing, cron(NIGHTLY)) is None
+        assert scheduler.add_recorded_job("old", nothing, cron(NIGHTLY), catch_up=True)
+        assert sorted(j.id for j in scheduler.get_jobs()) == ["new", "old"]  # added again
     finally:
         scheduler.shutdown(wait=False)
 
-    # Each on its own, the three would run 50-60 ms apart; together, within a millisecond or
-    # so of a tick (20 ms allowed: a busy machine).
-    loop_times = sorted(t for t, _ in woke.values())
-    assert loop_times[-1] - loop_times[0] < 0.02, f"separate wake-ups: {woke}"
-    past_tick = loop_times[0] % TICK
-    assert past_tick < 0.02, f"{past_tick:.3f}s after a tick: not woken by the tick"
-    for name, after in due.items():
-        late = woke[name][1] - (start.timestamp() + after)
-        assert 0 <= late < TICK + 0.1, f"{name} ran {late:.3f}s after its time"
 
+async def test_a_missed_run_runs_once_at_start_then_the_job_keeps_its_schedule(tmp_path):
+    # The real scheduler and the wall clock: the last success was two days ago.
+    path = tmp_path / "state.db"
+    two_days_ago = time.time() - 2 * 86400
+    store = Store(path)
+    earlier = JobRuns(store)
+    earlier.scheduled("backup:nightly")
+    earlier.started("backup:nightly", two_days_ago)
+    earlier.finished("backup:nightly", two_days_ago, "ok")
+    store.close()
 
-async def test_an_interval_at_the_tick_loses_no_runs():
-    """Each due time maps to its own tick: a probe every 250 ms still runs 4 times a second."""
-    runs: list[float] = []
-
-    async def job() -> None:
-        runs.append(time.monotonic())
-
-    scheduler = LoopScheduler()
+    runs = JobRuns(Store(path))
+    scheduler = LoopScheduler(job_runs=runs)
     scheduler.start()
+    ran: list[float] = []
+
+    async def backup() -> None:
+        ran.append(time.time())
+
     try:
-        scheduler.add_job(job, every(TICK), next_run_time=in_seconds(0.01))
-        deadline = time.monotonic() + 10
-        while len(runs) < 13:
-            assert time.monotonic() < deadline, f"only {len(runs)} runs in 10 s"
-            await asyncio.sleep(0.05)
+        missed = scheduler.add_recorded_job("backup:nightly", backup, cron(NIGHTLY), catch_up=True)
+        assert missed is not None and missed.fires == 2  # two 03:00s in two days
+        deadline = time.monotonic() + 30
+        while (r := runs.get("backup:nightly")) is None or r.last_success == two_days_ago:
+            assert time.monotonic() < deadline, f"no catch-up run within 30 s: {r}"
+            await asyncio.sleep(0.02)
+        assert len(ran) == 1 and r.outcome == "ok"
+        # Once, not once per missed fire: next is the schedule's own next 03:00.
+        next_run = scheduler.get_job("backup:nightly").next_run_time
+        assert next_run == cron(NIGHTLY).get_next_fire_time(None, datetime.now(UTC))
     finally:
         scheduler.shutdown(wait=False)
-    # 12 periods of 250 ms: 3 s; a lost run would make it 3.25 s or more.
-    assert runs[12] - runs[0] < 12 * TICK + TICK / 2, runs
