@@ -1,4 +1,9 @@
-"""Command probe: a configured argv exits with the expected code (and prints what is expected)."""
+"""Command probe: a configured argv exits with the expected code (and prints what is expected).
+
+`stdout_regex` looks at stdout only (its last 16 KiB): a warning on stderr neither makes
+nor breaks a match. A failure's detail ends with the last line the command printed,
+stderr's if it wrote any.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +30,9 @@ class CommandCheck(Probe):
                 False,
                 f"exit {result.exit_code}, expected {self.cfg.expect_exit}" + _tail(result.output),
             )
-        if self.stdout is not None and not self.stdout.search(result.output):
+        if self.stdout is not None and not self.stdout.search(result.stdout):
             return Outcome(
-                False, f"output does not match {self.cfg.stdout_regex!r}" + _tail(result.output)
+                False, f"stdout does not match {self.cfg.stdout_regex!r}" + _tail(result.stdout)
             )
         return Outcome(True, result.summary())
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import sys
 
 import pytest
 
 from agent import commands
+from agent.config import AgentConfig
+from agent.probes.command import CommandCheck
 from tests.support.wait import wait_for
 
 
@@ -45,7 +50,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path):
 
 async def test_output_is_bounded():
     result = await commands.run(["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x"], timeout=10)
-    assert result.ok
+    assert result.ok and result.stdout_truncated
     assert len(result.output) == commands.OUTPUT_LIMIT
 
 
@@ -84,3 +89,128 @@ async def test_a_deadline_during_the_grace_period_still_kills(tmp_path):
             await commands.run(argv, timeout=0.5)
     pid = int(pidfile.read_text())
     await asyncio.to_thread(wait_for, lambda: not _alive(pid), 5, f"pid {pid} to be gone")
+
+
+def _json_doc(size: int) -> str:
+    """A program printing one JSON document of about `size` bytes (one line, as restic's)."""
+    return (
+        "import json, sys; "
+        f"json.dump({{'chunks': ['%06d' % i + 'x' * 1017 for i in range({size} // 1024)]}}, "
+        "sys.stdout)"
+    )
+
+
+async def test_stdout_and_stderr_are_kept_apart():
+    result = await commands.run(["sh", "-c", "echo out; echo err >&2; echo more"], timeout=5)
+    assert result.ok
+    assert result.stdout == "out\nmore\n" and result.stderr == "err\n"
+    # What an operator reads (the API's step output): stdout, then stderr.
+    assert result.output == "out\nmore\nerr\n"
+
+
+async def test_a_json_document_within_the_limit_arrives_whole():
+    argv = [sys.executable, "-c", _json_doc(1024 * 1024)]
+    result = await commands.run(argv, timeout=20, limit=2 * 1024 * 1024)
+    assert result.ok and not result.stdout_truncated
+    chunks = json.loads(result.stdout)["chunks"]
+    assert len(chunks) == 1024 and chunks[-1].startswith("001023")
+
+
+async def test_output_over_the_limit_says_truncated_and_keeps_the_tail():
+    argv = [sys.executable, "-c", _json_doc(1024 * 1024)]
+    result = await commands.run(argv, timeout=20, limit=64 * 1024)
+    assert result.ok and result.stdout_truncated and not result.stderr_truncated
+    assert len(result.stdout) == 64 * 1024 and result.stdout.endswith("x" * 1017 + '"]}')
+    small = await commands.run(["echo", "fits"], timeout=5, limit=5)
+    assert small.stdout == "fits\n" and not small.stdout_truncated
+
+
+async def test_stderr_is_bounded_and_says_so():
+    argv = ["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' e >&2; echo last >&2"]
+    result = await commands.run(argv, timeout=10, limit=1000)
+    assert result.stderr_truncated and not result.stdout_truncated
+    assert len(result.stderr) == 1000 and result.stderr.endswith("eeelast\n")
+
+
+async def test_lines_reach_the_callbacks_while_the_command_runs(tmp_path):
+    go = tmp_path / "go"
+    out: list[str] = []
+    err: list[str] = []
+    script = (
+        "echo first; echo warn >&2; "
+        f"while [ ! -e {go} ]; do sleep 0.02; done; "
+        "echo second; printf 'no newline at the end'"
+    )
+    task = asyncio.create_task(
+        commands.run(["sh", "-c", script], timeout=30, on_stdout=out.append, on_stderr=err.append)
+    )
+    await asyncio.to_thread(wait_for, lambda: out == ["first"] and err == ["warn"], 10, "lines")
+    # The command is still waiting for the file: the lines came while it ran.
+    assert not task.done()
+    go.touch()
+    result = await task
+    assert result.ok
+    assert out == ["first", "second", "no newline at the end"] and err == ["warn"]
+    assert result.stdout == "first\nsecond\nno newline at the end"
+
+
+async def test_a_long_line_without_newline_is_cut_at_the_limit():
+    lines: list[str] = []
+    argv = ["sh", "-c", "head -c 10000000 /dev/zero | tr '\\0' x; echo; echo next"]
+    result = await commands.run(argv, timeout=20, limit=64 * 1024, on_stdout=lines.append)
+    assert result.ok and result.stdout_truncated
+    assert [len(line) for line in lines] == [64 * 1024, 4]
+    assert lines[1] == "next"
+
+
+async def test_a_callback_that_raises_ends_the_command_and_raises(tmp_path):
+    pidfile = tmp_path / "pid"
+
+    def fail(line: str) -> None:
+        raise ValueError(f"cannot parse {line!r}")
+
+    argv = ["sh", "-c", f"echo $$ > {pidfile}; echo garbage; while :; do sleep 0.1; done"]
+    with pytest.raises(ValueError, match="cannot parse 'garbage'"):
+        await commands.run(argv, timeout=30, on_stdout=fail)
+    pid = int(pidfile.read_text())
+    await asyncio.to_thread(wait_for, lambda: not _alive(pid), 5, f"pid {pid} to be gone")
+
+
+async def test_stdin_from_data_or_file(tmp_path):
+    from_data = await commands.run(["wc", "-c"], timeout=5, stdin=b"x" * 300000)
+    assert from_data.ok and from_data.stdout.strip() == "300000"
+    source = tmp_path / "input"
+    source.write_bytes(b"line\n" * 7)
+    from_file = await commands.run(["wc", "-l"], timeout=5, stdin=source)
+    assert from_file.ok and from_file.stdout.strip() == "7"
+    missing = await commands.run(["wc", "-l"], timeout=5, stdin=tmp_path / "absent")
+    assert not missing.ok and "cannot open" in missing.summary() and "absent" in missing.summary()
+
+
+async def test_stdin_data_the_command_does_not_read_is_no_error():
+    result = await commands.run(["true"], timeout=5, stdin=b"x" * 1000000)
+    assert result.ok
+
+
+async def test_command_probe_matches_stdout_only():
+    def probe(command: list[str]) -> CommandCheck:
+        spec = {"kind": "command", "interval": "5s", "timeout": "2s", "stdout_regex": "ok$"}
+        cfg = AgentConfig.model_validate({"probes": {"p": {**spec, "command": command}}})
+        return CommandCheck(cfg.probes["p"])  # type: ignore[arg-type]
+
+    assert (await probe(["sh", "-c", "echo ok; echo noise >&2"]).check()).ok
+    on_stderr = await probe(["sh", "-c", "echo lagging; echo ok >&2"]).check()
+    assert not on_stderr.ok and on_stderr.detail == "stdout does not match 'ok$': lagging"
+
+
+async def test_end_all_ends_running_commands(tmp_path):
+    pidfile = tmp_path / "pid"
+    argv = ["sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; while :; do sleep 0.1; done"]
+    task = asyncio.create_task(commands.run(argv, timeout=60))
+    await asyncio.to_thread(
+        wait_for, lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "pid"
+    )
+    await commands.end_all()
+    result = await task
+    assert not result.ok and result.exit_code == -signal.SIGKILL
+    assert not _alive(int(pidfile.read_text()))
