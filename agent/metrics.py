@@ -90,6 +90,12 @@ class Metrics:
             ["kind", "severity"],
             registry=r,
         )
+        self.event_write_failures = Counter(
+            "hadeck_event_write_failures_total",
+            "Events the store could not write when they were raised (kept in memory, "
+            "written later).",
+            registry=r,
+        )
         self.cpu = Gauge("hadeck_host_cpu_usage_ratio", "Host CPU busy, 0 to 1.", registry=r)
         self.load1 = Gauge("hadeck_host_load1", "Host 1-minute load average.", registry=r)
         self.mem_used = Gauge("hadeck_host_memory_used_bytes", "Host memory in use.", registry=r)
