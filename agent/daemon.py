@@ -33,6 +33,7 @@ from agent.failover.lease import LeaseStore
 from agent.failover.lease_sqlite import SqliteLeaseStore
 from agent.failover.member import GroupMember, ServiceHealth
 from agent.failover.operations import GroupOperations
+from agent.journal import Journal
 from agent.metrics import Metrics
 from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
@@ -102,8 +103,9 @@ class Agent:
         self.metrics.info.info({"version": __version__, "host": cfg.agent.name})
         self.metrics.start_time.set(self.started_at)
         self.events = EventLog(self.store, self.metrics)
-        self.supervisor = Supervisor(cfg, self.events, self.store, self.metrics, self.audit)
-        self.actions = Actions(self.supervisor, self.events, self.store, self.metrics, self.audit)
+        self.journal = Journal(self.audit, self.store, self.metrics, self.events)
+        self.supervisor = Supervisor(cfg, self.events, self.store, self.metrics, self.journal)
+        self.actions = Actions(self.supervisor, self.journal)
         self.lease_store = open_lease_store(cfg) if cfg.groups else None
         self.groups: dict[str, GroupMember] = {}
         if self.lease_store is not None:
@@ -119,7 +121,7 @@ class Agent:
                     failover_after(cfg, group),
                     self.metrics,
                 )
-        self.group_ops = GroupOperations(self.groups, self.events, self.audit)
+        self.group_ops = GroupOperations(self.groups, self.events, self.journal)
         self.supervisor.listeners.append(self._service_changed)
 
     def _service_changed(self, service: str) -> None:
@@ -295,7 +297,7 @@ class Agent:
         self.metrics.clear_states()
         self.config = new
         self.supervisor = Supervisor(
-            new, self.events, self.store, self.metrics, self.audit, previous=previous
+            new, self.events, self.store, self.metrics, self.journal, previous=previous
         )
         self.actions.supervisor = self.supervisor
         self.supervisor.listeners.append(self._service_changed)

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from functools import partial
 
 from agent import commands, runbooks
-from agent.audit import AuditLog
 from agent.commands import CommandResult
 from agent.config import AgentConfig, Service
 from agent.detector import FailureDetector, Sample, State
 from agent.events import EventLog
+from agent.journal import Journal
 from agent.metrics import STATES, Metrics
 from agent.probes.runner import ProbeRunner, evidence
 from agent.recovery.ladder import RecoveryLadder, ServiceView
@@ -55,7 +55,7 @@ class Supervisor:
         events: EventLog,
         store: Store,
         metrics: Metrics,
-        audit: AuditLog,
+        journal: Journal,
         previous: Supervisor | None = None,
     ) -> None:
         self.config, self.events, self.store, self.metrics = config, events, store, metrics
@@ -93,7 +93,7 @@ class Supervisor:
                     events,
                     store,
                     metrics,
-                    audit,
+                    journal,
                     # A reload must not announce (and audit) a give-up that was already raised.
                     gave_up_announced=_gave_up(previous, name),
                 )
