@@ -2,7 +2,8 @@
 
 Requests only choose among what the config defines; they never supply a
 command. A refused action (unknown target, already running, dependency down)
-is audited too, so the log shows every attempt, not only the ones that ran.
+is journaled too (agent/journal.py), so the log shows every attempt, not only the
+ones that ran. An answer says when the action's audit record is not on disk.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.audit import AuditLog
 from agent.commands import CommandResult
 from agent.detector import State
-from agent.events import EventLog
-from agent.metrics import Metrics
+from agent.journal import Event, Journal
 from agent.probes.runner import wire
 from agent.runbooks import run_steps
 from agent.schema import ActionResult, StepOutcome
-from agent.store import Store
 from agent.supervisor import Supervisor
 
 
@@ -44,18 +42,10 @@ def _outcomes(results: list[CommandResult]) -> list[StepOutcome]:
 
 
 class Actions:
-    def __init__(
-        self,
-        supervisor: Supervisor,
-        events: EventLog,
-        store: Store,
-        metrics: Metrics,
-        audit: AuditLog,
-    ) -> None:
-        self.supervisor, self.events, self.store = supervisor, events, store
-        self.metrics, self.audit = metrics, audit
+    def __init__(self, supervisor: Supervisor, journal: Journal) -> None:
+        self.supervisor, self.journal = supervisor, journal
 
-    def _refuse(
+    async def _refuse(
         self,
         actor: str,
         action: str,
@@ -64,11 +54,10 @@ class Actions:
         status: int,
         message: str,
     ) -> Refused:
-        self.audit.append(actor, action, target, params, {"ok": False, "refused": message})
-        self.metrics.actions.labels(action, "refused").inc()
-        return Refused(status, message)
+        entry = await self.journal.refused(actor, action, target, params, message)
+        return Refused(status, "; ".join(filter(None, [message, entry.note()])))
 
-    def _finish(
+    async def _finish(
         self,
         actor: str,
         action: str,
@@ -81,13 +70,16 @@ class Actions:
     ) -> ActionResult:
         duration = time.time() - started
         steps: list[StepOutcome] = extra.get("steps", [])
-        record = self.audit.append(
+        entry = await self.journal.finished(
             actor,
             action,
             target,
             params,
-            {
-                "ok": ok,
+            ok=ok,
+            message=message,
+            started=started,
+            duration=duration,
+            result={
                 "message": message,
                 "duration_seconds": round(duration, 3),
                 "commands": [
@@ -95,16 +87,14 @@ class Actions:
                     for s in steps
                 ],
             },
-        )
-        self.store.add_action(started, actor, action, target, ok, message, duration)
-        self.metrics.actions.labels(action, "ok" if ok else "failed").inc()
-        self.events.emit(
-            f"action_{action}",
-            "info" if ok else "warning",
-            f"{actor}: {action} {target}: {message}",
-            service=target if action == "restart" else None,
-            probe=target if action == "run_probe" else None,
-            evidence={"actor": actor, "params": params, "audit_seq": record["seq"]},
+            event=Event(
+                f"action_{action}",
+                "info" if ok else "warning",
+                f"{actor}: {action} {target}: {message}",
+                service=target if action == "restart" else None,
+                probe=target if action == "run_probe" else None,
+                evidence={"actor": actor, "params": params},
+            ),
         )
         return ActionResult(
             ok=ok,
@@ -113,8 +103,9 @@ class Actions:
             actor=actor,
             started_at=started,
             duration_seconds=round(duration, 3),
-            message=message,
-            audit_seq=record["seq"],
+            message="; ".join(filter(None, [message, entry.note()])),
+            audit_seq=entry.seq,
+            audit_error=entry.error,
             **extra,
         )
 
@@ -122,9 +113,11 @@ class Actions:
         params = {"reason": reason}
         svc = self.supervisor.services.get(service)
         if svc is None:
-            raise self._refuse(actor, "restart", service, params, 404, f"no service {service!r}")
+            raise await self._refuse(
+                actor, "restart", service, params, 404, f"no service {service!r}"
+            )
         if svc.cfg.restart is None:
-            raise self._refuse(
+            raise await self._refuse(
                 actor,
                 "restart",
                 service,
@@ -133,7 +126,7 @@ class Actions:
                 f"service {service!r} has no restart command in the config",
             )
         if svc.lock.locked():
-            raise self._refuse(
+            raise await self._refuse(
                 actor,
                 "restart",
                 service,
@@ -143,7 +136,7 @@ class Actions:
             )
         down = [d for d in svc.cfg.depends_on if self.supervisor.services[d].state is State.DOWN]
         if down:
-            raise self._refuse(
+            raise await self._refuse(
                 actor,
                 "restart",
                 service,
@@ -154,7 +147,7 @@ class Actions:
         started = time.time()
         results = await self.supervisor.run_step(svc, "restart")
         ok = all(r.ok for r in results)
-        return self._finish(
+        return await self._finish(
             actor,
             "restart",
             service,
@@ -169,10 +162,10 @@ class Actions:
         params = {"reason": reason}
         runner = self.supervisor.probes.get(probe)
         if runner is None:
-            raise self._refuse(actor, "run_probe", probe, params, 404, f"no probe {probe!r}")
+            raise await self._refuse(actor, "run_probe", probe, params, 404, f"no probe {probe!r}")
         started = time.time()
         sample = await runner.run()
-        return self._finish(
+        return await self._finish(
             actor,
             "run_probe",
             probe,
@@ -187,12 +180,12 @@ class Actions:
         params = {"reason": reason}
         book = self.supervisor.config.runbooks.get(name)
         if book is None:
-            raise self._refuse(actor, "runbook", name, params, 404, f"no runbook {name!r}")
+            raise await self._refuse(actor, "runbook", name, params, 404, f"no runbook {name!r}")
         started = time.time()
         results = await run_steps(book.steps)
         ok = all(r.ok for r in results) and len(results) == len(book.steps)
         done = f"{len(results)} of {len(book.steps)} steps ran"
         message = f"{done}; " + (results[-1].summary() if results else "no steps")
-        return self._finish(
+        return await self._finish(
             actor, "runbook", name, params, started, ok, message, steps=_outcomes(results)
         )

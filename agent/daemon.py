@@ -33,6 +33,7 @@ from agent.api.server import StartupError, bind, server_for
 from agent.audit import AuditLog
 from agent.config import AgentConfig, ConfigError
 from agent.events import EventLog
+from agent.journal import Journal
 from agent.metrics import Metrics
 from agent.operations import Operations
 from agent.resources import HostResources
@@ -102,6 +103,7 @@ class Agent:
             metrics,
             scheduler,
             Operations(store, events),
+            Journal(audit, store, metrics, events),
         )
         try:
             self.supervision = Supervision(self.core, cfg)
@@ -162,7 +164,7 @@ class Agent:
         if self.ha is None:
             from agent.failover.operations import GroupOperations
 
-            return GroupOperations({}, self.core.events, self.core.audit)
+            return GroupOperations({}, self.core.events, self.core.journal)
         return self.ha.operations
 
     # -- lifecycle -----------------------------------------------------------

@@ -80,7 +80,7 @@ class Metrics:
         )
         self.actions = Counter(
             "hadeck_actions_total",
-            "Operator actions through the API by action and result (ok, failed, refused).",
+            "Actions, by operators and by the agent, by action and result (ok, failed, refused).",
             ["action", "result"],
             registry=r,
         )
@@ -88,6 +88,22 @@ class Metrics:
             "hadeck_events_total",
             "Events raised, by kind and severity.",
             ["kind", "severity"],
+            registry=r,
+        )
+        self.event_write_failures = Counter(
+            "hadeck_event_write_failures_total",
+            "Events the store could not write when they were raised (kept in memory, "
+            "written later).",
+            registry=r,
+        )
+        self.audit_write_failures = Counter(
+            "hadeck_audit_write_failures_total",
+            "Attempts to write audit records to disk that failed (first tries and retries).",
+            registry=r,
+        )
+        self.audit_pending = Gauge(
+            "hadeck_audit_pending_records",
+            "Audit records kept in memory because they could not be written to disk yet.",
             registry=r,
         )
         self.cpu = Gauge("hadeck_host_cpu_usage_ratio", "Host CPU busy, 0 to 1.", registry=r)

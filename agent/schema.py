@@ -187,7 +187,10 @@ class ActionResult(Answer):
     message: str
     steps: list[StepOutcome] = Field(default_factory=list)
     probe: ProbeResult | None = None
-    audit_seq: int
+    #: The action's audit record; None only when it could not even be kept in memory.
+    audit_seq: int | None
+    #: None when the audit record is on disk; else why not (it is kept and retried).
+    audit_error: str | None = None
 
 
 class Problem(Answer):
@@ -266,7 +269,8 @@ class GroupActionResult(Answer):
     from_member: str | None
     to_member: str | None
     duration_seconds: float
-    audit_seq: int
+    audit_seq: int | None
+    audit_error: str | None = None
 
 
 HostStatus.model_rebuild()

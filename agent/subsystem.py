@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.events import EventLog
+from agent.journal import Journal
 from agent.metrics import Metrics
 from agent.operations import Operations
 from agent.store import Store
@@ -49,6 +50,7 @@ class Core:
     metrics: Metrics
     scheduler: LoopScheduler
     operations: Operations
+    journal: Journal
 
 
 class ReloadError(Exception):

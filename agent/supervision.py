@@ -55,13 +55,13 @@ class Supervision(Subsystem):
         self.jobs = JobSet(core.scheduler, self.name)
         self._timings = _timings(cfg)
         self.supervisor = self._supervisor(cfg, None, {})
-        self.actions = Actions(self.supervisor, core.events, core.store, core.metrics, core.audit)
+        self.actions = Actions(self.supervisor, core.journal)
 
     def _supervisor(
         self, cfg: AgentConfig, previous: Supervisor | None, checks: dict[str, Probe]
     ) -> Supervisor:
         c = self.core
-        sup = Supervisor(cfg, c.events, c.store, c.metrics, c.audit, previous, checks)
+        sup = Supervisor(cfg, c.events, c.store, c.metrics, c.journal, previous, checks)
         sup.listeners.append(self._service_changed)
         return sup
 

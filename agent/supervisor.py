@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from agent import commands, runbooks
-from agent.audit import AuditLog
 from agent.commands import CommandResult
 from agent.config import AgentConfig, Service
 from agent.detector import FailureDetector, Sample, State
 from agent.events import EventLog
+from agent.journal import Journal
 from agent.metrics import STATES, Metrics
 from agent.probes.base import Probe
 from agent.probes.runner import ProbeRunner, evidence
@@ -56,7 +56,7 @@ class Supervisor:
         events: EventLog,
         store: Store,
         metrics: Metrics,
-        audit: AuditLog,
+        journal: Journal,
         previous: Supervisor | None = None,
         checks: Mapping[str, Probe] | None = None,
     ) -> None:
@@ -97,7 +97,7 @@ class Supervisor:
                     events,
                     store,
                     metrics,
-                    audit,
+                    journal,
                     # A reload must not announce (and audit) a give-up that was already raised.
                     gave_up_announced=_gave_up(previous, name),
                 )

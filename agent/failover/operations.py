@@ -3,7 +3,8 @@
 Any member's agent takes these requests: they act through the shared lease
 store (a flag the members read each loop), not by calling other hosts. Every
 precondition is checked before anything changes, and a refusal says which one
-failed and what to do instead. Every request, done or refused, is audited.
+failed and what to do instead. Every request, done or refused, is journaled
+(agent/journal.py): audit record, actions row, hadeck_actions_total, event.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import time
 from typing import Any
 
 from agent.actions import Refused
-from agent.audit import AuditLog
 from agent.events import EventLog
 from agent.failover.lease import Handover, LeaseStoreError, MemberRecord
 from agent.failover.member import GroupMember, Request
+from agent.journal import Event, Journal
 from agent.schema import (
     GroupActionResult,
     GroupMemberStatus,
@@ -62,37 +63,43 @@ def _member(r: MemberRecord) -> GroupMemberStatus:
 
 
 class GroupOperations:
-    def __init__(self, members: dict[str, GroupMember], events: EventLog, audit: AuditLog) -> None:
-        self.members, self.events, self.audit = members, events, audit
+    def __init__(self, members: dict[str, GroupMember], events: EventLog, journal: Journal) -> None:
+        self.members, self.events, self.journal = members, events, journal
 
-    def _member(self, group: str) -> GroupMember:
+    async def _member(
+        self, group: str, action: str, actor: str, params: dict[str, Any]
+    ) -> GroupMember:
         m = self.members.get(group)
         if m is None:
-            raise Refused(404, f"no group {group!r} on this host (known: {sorted(self.members)})")
+            msg = f"no group {group!r} on this host (known: {sorted(self.members)})"
+            raise await self._refuse(group, action, actor, params, 404, msg)
         return m
 
-    def _refuse(
-        self, m: GroupMember, action: str, actor: str, params: dict[str, Any], status: int, msg: str
+    async def _refuse(
+        self, group: str, action: str, actor: str, params: dict[str, Any], status: int, msg: str
     ) -> Refused:
-        self.audit.append(actor, f"group_{action}", m.group, params, {"ok": False, "refused": msg})
-        return Refused(status, msg)
+        entry = await self.journal.refused(actor, f"group_{action}", group, params, msg)
+        return Refused(status, "; ".join(filter(None, [msg, entry.note()])))
 
-    async def _fresh(self, m: GroupMember) -> tuple[str | None, dict[str, MemberRecord]]:
+    async def _fresh(
+        self, m: GroupMember, action: str, actor: str, params: dict[str, Any]
+    ) -> tuple[str | None, dict[str, MemberRecord]]:
         try:
             leader = await m.store.leader(m.group)
             records = {r.member: r for r in await m.store.members(m.group)}
         except LeaseStoreError as exc:
-            raise Refused(409, f"the lease store does not answer: {exc}") from None
+            msg = f"the lease store does not answer: {exc}"
+            raise await self._refuse(m.group, action, actor, params, 409, msg) from None
         return (leader.member if leader else None), records
 
     async def switchover(
         self, group: str, to: str | None, actor: str, reason: str
     ) -> GroupActionResult:
         """Planned: the healthy primary steps down, a named (or the best) standby takes over."""
-        m = self._member(group)
         params = {"to": to, "reason": reason}
-        leader, records = await self._fresh(m)
-        paused = await self._paused(m)
+        m = await self._member(group, "switchover", actor, params)
+        leader, records = await self._fresh(m, "switchover", actor, params)
+        paused = await self._paused(m, "switchover", actor, params)
         problem = None
         if paused:
             problem = "the group is paused (maintenance): resume it first"
@@ -121,21 +128,20 @@ class GroupOperations:
             else:
                 to = best[0].member
         if problem is not None:
-            raise self._refuse(m, "switchover", actor, params, 409, problem)
+            raise await self._refuse(m.group, "switchover", actor, params, 409, problem)
         return await self._request(m, "switchover", leader, to, actor, reason, params)
 
     async def failover(
         self, group: str, to: str | None, confirm: str | None, actor: str, reason: str
     ) -> GroupActionResult:
         """Forced: there is no healthy primary; promote `to` (default: this member)."""
-        m = self._member(group)
+        m = await self._member(group, "failover", actor, {"to": to, "reason": reason})
         to = to or m.member
         params = {"to": to, "reason": reason}
         if confirm != group:
-            raise self._refuse(
-                m, "failover", actor, params, 400, f"a forced failover needs confirm={group!r}"
-            )
-        leader, records = await self._fresh(m)
+            msg = f"a forced failover needs confirm={group!r}"
+            raise await self._refuse(group, "failover", actor, params, 400, msg)
+        leader, records = await self._fresh(m, "failover", actor, params)
         target = records.get(to)
         problem = None
         if leader is not None and leader in records and records[leader].healthy:
@@ -145,14 +151,17 @@ class GroupOperations:
         elif not target.healthy:
             problem = f"{to} cannot serve: {target.note}"
         if problem is not None:
-            raise self._refuse(m, "failover", actor, params, 409, problem)
+            raise await self._refuse(m.group, "failover", actor, params, 409, problem)
         return await self._request(m, "failover", leader, to, actor, reason, params)
 
-    async def _paused(self, m: GroupMember) -> bool:
+    async def _paused(
+        self, m: GroupMember, action: str, actor: str, params: dict[str, Any]
+    ) -> bool:
         try:
             return await m.store.get_flag(m.group, "paused") is not None
         except LeaseStoreError as exc:
-            raise Refused(409, f"the lease store does not answer: {exc}") from None
+            msg = f"the lease store does not answer: {exc}"
+            raise await self._refuse(m.group, action, actor, params, 409, msg) from None
 
     async def _request(
         self,
@@ -164,12 +173,13 @@ class GroupOperations:
         reason: str,
         params: dict[str, Any],
     ) -> GroupActionResult:
-        started = time.monotonic()
+        started, t0 = time.time(), time.monotonic()
         req = Request(kind, to, leader, actor, reason, time.time())
         try:
             await m.store.set_flag(m.group, "request", req.to_json())
         except LeaseStoreError as exc:
-            raise Refused(409, f"the lease store does not answer: {exc}") from None
+            msg = f"the lease store does not answer: {exc}"
+            raise await self._refuse(m.group, kind, actor, params, 409, msg) from None
         self.events.emit(
             f"group_{kind}_requested",
             "warning",
@@ -179,7 +189,7 @@ class GroupOperations:
             evidence={"request": req.__dict__},
         )
         # The demote and promote hooks, plus a loop on each side and the lease in between.
-        deadline = started + m.cfg.hooks.demote.timeout + m.cfg.hooks.promote.timeout
+        deadline = t0 + m.cfg.hooks.demote.timeout + m.cfg.hooks.promote.timeout
         deadline += 3 * m.cfg.ttl
         holder = leader
         done = False
@@ -194,66 +204,91 @@ class GroupOperations:
             holder = current.member if current else None
             done = bool(recent) and recent[0].to_member == to and recent[0].at >= req.at
         ok = done
+        duration = time.monotonic() - t0
         message = (
-            f"{to} is primary after {time.monotonic() - started:.1f}s"
+            f"{to} is primary after {duration:.1f}s"
             if ok
-            else f"{to} did not become primary within {deadline - started:.0f}s "
+            else f"{to} did not become primary within {deadline - t0:.0f}s "
             f"(lease holder now: {holder or 'none'}); see the group's events"
         )
-        seq = self.audit.append(
-            actor, f"group_{kind}", m.group, params, {"ok": ok, "message": message}
-        )["seq"]
+        entry = await self.journal.finished(
+            actor,
+            f"group_{kind}",
+            m.group,
+            params,
+            ok=ok,
+            message=message,
+            started=started,
+            duration=duration,
+            result={"message": message},
+            event=Event(
+                f"group_{kind}_finished",
+                "info" if ok else "warning",
+                f"group {m.group}: {kind} requested by {actor}: {message}",
+                service=m.cfg.service,
+                evidence={"actor": actor, "params": params},
+            ),
+        )
         return GroupActionResult(
             ok=ok,
             action=kind,
             group=m.group,
             actor=actor,
-            message=message,
+            message="; ".join(filter(None, [message, entry.note()])),
             from_member=leader,
             to_member=to,
-            duration_seconds=round(time.monotonic() - started, 3),
-            audit_seq=seq,
+            duration_seconds=round(duration, 3),
+            audit_seq=entry.seq,
+            audit_error=entry.error,
         )
 
     async def set_paused(
         self, group: str, paused: bool, actor: str, reason: str
     ) -> GroupActionResult:
-        m = self._member(group)
         action = "pause" if paused else "resume"
-        value = (
-            json.dumps({"actor": actor, "reason": reason, "at": time.time()}) if paused else None
-        )
+        params = {"reason": reason}
+        m = await self._member(group, action, actor, params)
+        started = time.time()
+        value = json.dumps({"actor": actor, "reason": reason, "at": started}) if paused else None
         try:
             await m.store.set_flag(m.group, "paused", value)
         except LeaseStoreError as exc:
-            raise self._refuse(
-                m, action, actor, {"reason": reason}, 409, f"the lease store does not answer: {exc}"
-            ) from None
+            msg = f"the lease store does not answer: {exc}"
+            raise await self._refuse(group, action, actor, params, 409, msg) from None
         m.paused = paused
         message = (
             "paused: no automatic failover or promotion until resumed; state is still reported"
             if paused
             else "resumed: automatic failover is active again"
         )
-        self.events.emit(
-            f"group_{'paused' if paused else 'resumed'}",
-            "warning" if paused else "info",
-            f"group {group} {message} ({actor}{': ' + reason if reason else ''})",
-            service=m.cfg.service,
-            evidence={"actor": actor, "reason": reason},
+        entry = await self.journal.finished(
+            actor,
+            f"group_{action}",
+            group,
+            params,
+            ok=True,
+            message=message,
+            started=started,
+            duration=time.time() - started,
+            result={"message": message},
+            event=Event(
+                f"group_{'paused' if paused else 'resumed'}",
+                "warning" if paused else "info",
+                f"group {group} {message} ({actor}{': ' + reason if reason else ''})",
+                service=m.cfg.service,
+                evidence={"actor": actor, "reason": reason},
+            ),
         )
-        seq = self.audit.append(
-            actor, f"group_{action}", group, {"reason": reason}, {"ok": True, "message": message}
-        )["seq"]
         leader = m.known_leader.member if m.known_leader else None
         return GroupActionResult(
             ok=True,
             action=action,
             group=group,
             actor=actor,
-            message=message,
+            message="; ".join(filter(None, [message, entry.note()])),
             from_member=leader,
             to_member=leader,
             duration_seconds=0.0,
-            audit_seq=seq,
+            audit_seq=entry.seq,
+            audit_error=entry.error,
         )

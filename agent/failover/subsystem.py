@@ -59,7 +59,7 @@ class HaGroups(Subsystem):
             )
             for name, group in cfg.groups.items()
         }
-        self.operations = GroupOperations(self.members, core.events, core.audit)
+        self.operations = GroupOperations(self.members, core.events, core.journal)
         supervision.listeners.append(self._service_changed)
 
     def _service_changed(self, service: str) -> None:

@@ -7,27 +7,34 @@ service's probes to come back up. The episode is held, not failed, while a
 service it depends on is down or one of its probes flaps. When the attempt
 budget is spent the ladder is `gave_up` (a critical event) until the service
 comes back by any means, or the window frees an attempt: never a state that
-needs a manual reset.
+needs a manual reset. An episode lasts as long as the service is down: a store
+or an audit log that cannot write (a full disk) costs the history a row, never
+the episode (the journal keeps the audit record and writes it later).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agent.audit import AuditLog
 from agent.commands import CommandResult
 from agent.config import RecoveryPolicy
-from agent.events import EventLog
+from agent.events import EventLog, Throttled
+from agent.journal import Event, Journal
 from agent.metrics import RECOVERY_STATES, Metrics
 from agent.recovery.budget import AttemptBudget, backoff_delay, step_for
 from agent.schema import RecoveryAttempt, RecoveryStatus
 from agent.store import Store
 
 AUTOMATIC_ACTOR = "hadeck-agent"
+
+log = logging.getLogger("hadeck.recovery")
+_store_failed = Throttled(log)
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,13 @@ class RecoveryLadder:
         events: EventLog,
         store: Store,
         metrics: Metrics,
-        audit: AuditLog,
+        journal: Journal,
         gave_up_announced: bool = False,
     ) -> None:
         self.service, self.policy, self.view = service, policy, view
         #: A give-up event is out and the service has not come back since; survives a reload.
         self.gave_up_announced = gave_up_announced
-        self.events, self.store, self.metrics, self.audit = events, store, metrics, audit
+        self.events, self.store, self.metrics, self.journal = events, store, metrics, journal
         since = time.time() - policy.window
         self.budget = AttemptBudget.of(policy, (a.ts for a in store.attempts(service, since, 1000)))
         self.state, self.reason = "idle", ""
@@ -98,57 +105,70 @@ class RecoveryLadder:
         announced: str | None = "gave_up" if self.gave_up_announced else None
         try:
             while not self.view.is_up():
-                now = time.time()
-                if blockers := self.view.blockers():
-                    reason = "; ".join(blockers)
-                    self._set("held", reason)
-                    if announced != reason:
-                        announced = reason
-                        self.events.emit(
-                            "recovery_held",
-                            "warning",
-                            f"recovery of {self.service} is held: {reason}",
-                            service=self.service,
-                            evidence={"blockers": blockers},
-                        )
-                    await self._sleep(60.0)
-                    continue
-                if not self.budget.allows(now):
-                    frees = self.budget.frees_at(now)
-                    self._set(
-                        "gave_up",
-                        f"{self.policy.max_attempts} attempts within "
-                        f"{self.policy.window:g}s did not bring it back",
-                        frees,
-                    )
-                    if announced != "gave_up":
-                        announced = "gave_up"
-                        self._gave_up(frees)
-                    await self._sleep(frees - now)
-                    attempt = 0
-                    continue
-                announced = None
-                attempt += 1
-                delay = backoff_delay(self.policy, attempt)
-                if delay > 0:
-                    self._set("backoff", f"attempt {attempt} in {delay:g}s", now + delay)
-                    deadline = now + delay
-                    while not self.view.is_up() and (left := deadline - time.time()) > 0:
-                        await self._sleep(left)
-                    if self.view.is_up() or self.view.blockers():
-                        attempt -= 1
-                        continue
-                await self._attempt(attempt)
+                try:
+                    attempt, announced = await self._step(attempt, announced)
+                except Exception as exc:  # a bug here must not leave the service unattended
+                    log.exception("recovery of %s: unexpected error, going on", self.service)
+                    self._set("backoff", f"unexpected error: {type(exc).__name__}: {exc}")
+                    await self._sleep(max(1.0, backoff_delay(self.policy, attempt + 1)))
             self.gave_up_announced = False  # it is back: a later give-up is news again
         finally:
             self._set("idle", "")
+
+    async def _step(self, attempt: int, announced: str | None) -> tuple[int, str | None]:
+        """One turn of the episode: hold, give up, wait out a backoff or make an attempt."""
+        now = time.time()
+        if blockers := self.view.blockers():
+            reason = "; ".join(blockers)
+            self._set("held", reason)
+            if announced != reason:
+                announced = reason
+                self.events.emit(
+                    "recovery_held",
+                    "warning",
+                    f"recovery of {self.service} is held: {reason}",
+                    service=self.service,
+                    evidence={"blockers": blockers},
+                )
+            await self._sleep(60.0)
+            return attempt, announced
+        if not self.budget.allows(now):
+            frees = self.budget.frees_at(now)
+            self._set(
+                "gave_up",
+                f"{self.policy.max_attempts} attempts within "
+                f"{self.policy.window:g}s did not bring it back",
+                frees,
+            )
+            if announced != "gave_up":
+                announced = "gave_up"
+                await self._gave_up(frees)
+            await self._sleep(frees - time.time())
+            return 0, announced
+        attempt += 1
+        delay = backoff_delay(self.policy, attempt)
+        if delay > 0:
+            self._set("backoff", f"attempt {attempt} in {delay:g}s", now + delay)
+            deadline = now + delay
+            while not self.view.is_up() and (left := deadline - time.time()) > 0:
+                await self._sleep(left)
+            if self.view.is_up() or self.view.blockers():
+                return attempt - 1, None
+        await self._attempt(attempt)
+        return attempt, None
 
     async def _attempt(self, attempt: int) -> None:
         step = step_for(self.policy, attempt)
         started, t0 = time.time(), time.monotonic()
         self.budget.record(started)
         self._set("recovering", f"attempt {attempt}: {step}")
-        attempt_id = self.store.add_attempt(self.service, started, step, "running", "", 0.0)
+        try:
+            attempt_id: int | None = self.store.add_attempt(
+                self.service, started, step, "running", "", 0.0
+            )
+        except sqlite3.Error as exc:  # the history misses it; the attempt goes on
+            _store_failed(logging.WARNING, "recovery: attempt not stored: %s", exc)
+            attempt_id = None
         self.events.emit(
             "recovery_started",
             "warning",
@@ -177,59 +197,75 @@ class RecoveryLadder:
             recovered, detail = False, f"step {step} failed: {results[-1].summary()}"
         duration = time.monotonic() - t0
         result = "recovered" if recovered else "failed"
-        self.store.finish_attempt(attempt_id, result, detail, duration)
+        if attempt_id is not None:
+            try:
+                self.store.finish_attempt(attempt_id, result, detail, duration)
+            except sqlite3.Error as exc:
+                _store_failed(logging.WARNING, "recovery: attempt result not stored: %s", exc)
         self.metrics.recovery_attempts.labels(self.service, step, result).inc()
-        self.audit.append(
+        await self.journal.finished(
             AUTOMATIC_ACTOR,
             "recovery",
             self.service,
             {"attempt": attempt, "step": step},
-            {
-                "ok": recovered,
+            ok=recovered,
+            message=detail,
+            started=started,
+            duration=duration,
+            result={
                 "detail": detail,
                 "duration_seconds": round(duration, 3),
                 "commands": [{"argv": list(r.argv), "outcome": r.summary()} for r in results],
             },
-        )
-        self.events.emit(
-            f"recovery_{result}",
-            "info" if recovered else "warning",
-            f"{self.service} {'recovered' if recovered else 'not recovered'} by {step} "
-            f"(attempt {attempt}): {detail}",
-            service=self.service,
-            evidence={
-                "attempt": attempt,
-                "step": step,
-                "duration_seconds": round(duration, 3),
-                "commands": [
-                    {
-                        "argv": list(r.argv),
-                        "exit_code": r.exit_code,
-                        "timed_out": r.timed_out,
-                        "output": r.output[-2000:],
-                    }
-                    for r in results
-                ],
-            },
+            event=Event(
+                f"recovery_{result}",
+                "info" if recovered else "warning",
+                f"{self.service} {'recovered' if recovered else 'not recovered'} by {step} "
+                f"(attempt {attempt}): {detail}",
+                service=self.service,
+                evidence={
+                    "attempt": attempt,
+                    "step": step,
+                    "duration_seconds": round(duration, 3),
+                    "commands": [
+                        {
+                            "argv": list(r.argv),
+                            "exit_code": r.exit_code,
+                            "timed_out": r.timed_out,
+                            "output": r.output[-2000:],
+                        }
+                        for r in results
+                    ],
+                },
+            ),
         )
 
-    def _gave_up(self, frees: float) -> None:
+    async def _gave_up(self, frees: float) -> None:
         self.gave_up_announced = True
-        self.events.emit(
-            "recovery_gave_up",
-            "critical",
+        message = (
             f"gave up recovering {self.service}: {self.policy.max_attempts} attempts within "
             f"{self.policy.window:g}s failed; next try when it comes back or in "
-            f"{max(0.0, frees - time.time()):.0f}s",
-            service=self.service,
-            evidence={"attempts": [a.model_dump() for a in self.history(self.policy.max_attempts)]},
+            f"{max(0.0, frees - time.time()):.0f}s"
         )
-        self.audit.append(
+        await self.journal.finished(
             AUTOMATIC_ACTOR,
             "recovery_gave_up",
             self.service,
             {"max_attempts": self.policy.max_attempts, "window_seconds": self.policy.window},
-            {"ok": False, "retry_at": round(frees, 3)},
+            ok=False,
+            message=message,
+            started=time.time(),
+            duration=0.0,
+            result={"retry_at": round(frees, 3)},
+            event=Event(
+                "recovery_gave_up",
+                "critical",
+                message,
+                service=self.service,
+                evidence={
+                    "attempts": [a.model_dump() for a in self.history(self.policy.max_attempts)]
+                },
+            ),
         )
 
     # -- outputs ------------------------------------------------------------
