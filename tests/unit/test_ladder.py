@@ -30,7 +30,7 @@ async def test_an_unexpected_error_in_an_attempt_does_not_end_the_episode(tmp_pa
         if calls == 1:
             raise RuntimeError("a bug in a step")
         up = True
-        return [CommandResult(("restart",), 0, "", 0.01)]
+        return [CommandResult(("restart",), 0, 0.01)]
 
     policy = RecoveryPolicy.model_validate(
         {"verify_window": "1s", "backoff": {"initial": "50ms", "max": "100ms"}}
