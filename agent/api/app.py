@@ -4,8 +4,9 @@ Each app is assembled from routers, one per domain; a capability contributes its
 (HA groups: agent/failover/api.py). `/healthz` and `/metrics` are on both. Every answer
 is a model from agent/schema.py. Every error is a JSON `Problem`: 4xx for what the
 caller can fix, 500 (without a traceback) for the agent's own bugs (agent/api/problems.py).
-Mutating requests need the bearer token and name the operator in `X-Hadeck-Actor`;
-both go into the audit record.
+Mutating requests need the bearer token, checked before any body is read, and name the
+operator in `X-Hadeck-Actor`; both go into the audit record. Neither app redirects (a
+redirect to `/metrics` from `/metrics/` was built from the `Host` header).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from agent import __version__
 from agent.api import audit, events, health, probes, runbooks, services, status
 from agent.api.base import AgentView
+from agent.api.gate import RequestGate
 from agent.api.problems import ERRORS, CatchAll, install_errors
 
 
@@ -51,6 +53,7 @@ def _assemble(
 ) -> FastAPI:
     app.state.agent = agent
     install_errors(app)
+    app.add_middleware(RequestGate, token=token)
     app.add_middleware(CatchAll, events=lambda: agent.events)  # added last: outermost
     app.include_router(health.router(agent))
     for router in routers:
@@ -67,7 +70,10 @@ def build_public(agent: AgentView, routers: Sequence[APIRouter] | None = None) -
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        redirect_slashes=False,
     )
+    # No token: nothing here takes one, and a mutating request's 404 or 405 comes
+    # before its body is read (the gate still limits and closes).
     public = default_public_routers(agent) if routers is None else routers
     return _assemble(app, agent, None, public)
 
@@ -80,6 +86,7 @@ def build_api(agent: AgentView, routers: Sequence[APIRouter] | None = None) -> F
         docs_url=None,
         redoc_url=None,
         responses=ERRORS,
+        redirect_slashes=False,
     )
     full = default_routers(agent) if routers is None else routers
     return _assemble(app, agent, lambda: agent.token, full)

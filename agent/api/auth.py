@@ -27,7 +27,11 @@ def operator(
     authorization: Annotated[str | None, Header()] = None,
     x_hadeck_actor: Annotated[str | None, Header()] = None,
 ) -> str:
-    """Checks the bearer token; returns the operator's name for the audit log."""
+    """Checks the bearer token; returns the operator's name for the audit log.
+
+    The request gate (agent/api/gate.py) has checked the token already, before the body
+    was read; this check keeps a route safe wherever it is mounted, and declares the
+    header in the OpenAPI document."""
     if not token_matches(authorization, request.app.state.agent.token):
         raise ApiError(401, UNAUTHORIZED)
     actor = x_hadeck_actor or "api"
