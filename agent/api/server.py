@@ -50,10 +50,10 @@ REQUEST_TIMEOUT = 10.0
 LOG_INTERVAL = 60.0
 LISTEN_BACKLOG = 128
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_BUSY_BODY = b'{"error":"too many connections to this listener","detail":null}'
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: 65\r\n\r\n"
-    b'{"error":"too many connections to this listener","detail":null}\n'
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
 
 
