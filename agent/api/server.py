@@ -244,10 +244,10 @@ class _OncePerInterval(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.msg)
+        key = (record.name, str(record.msg))  # msg may be any object
         now = time.monotonic()
         last, held = self._last.get(key, (-LOG_INTERVAL, 0))
         if now - last < LOG_INTERVAL:
