@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agent.api.errors import ApiError
 from agent.commands import CommandResult
 from agent.detector import State
 from agent.journal import Event, Journal
@@ -20,12 +21,8 @@ from agent.schema import ActionResult, StepOutcome
 from agent.supervisor import Supervisor
 
 
-class Refused(Exception):
+class Refused(ApiError):
     """The action cannot run; `status` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def _outcomes(results: list[CommandResult]) -> list[StepOutcome]:

@@ -1,0 +1,43 @@
+"""The services: their state and recovery, and restarting one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from agent.api.auth import Operator
+from agent.api.base import NAME, AgentView
+from agent.schema import ActionRequest, ActionResult, ServiceStatus
+
+
+def service_status(agent: AgentView) -> list[ServiceStatus]:
+    return [
+        ServiceStatus(
+            name=name,
+            state=s.state.value,
+            since=s.since,
+            flapping=s.flapping,
+            probes=list(s.cfg.probes),
+            depends_on=list(s.cfg.depends_on),
+            restartable=s.cfg.restart is not None,
+            restart_command=list(s.cfg.restart.command) if s.cfg.restart is not None else None,
+            recovery=s.ladder.status() if s.ladder is not None else None,
+        )
+        for name, s in agent.supervisor.services.items()
+    ]
+
+
+def router(agent: AgentView) -> APIRouter:
+    r = APIRouter()
+
+    @r.get("/api/v1/services", response_model=list[ServiceStatus])
+    async def services() -> list[ServiceStatus]:
+        return service_status(agent)
+
+    @r.post("/api/v1/services/{name}/restart", response_model=ActionResult)
+    async def restart(
+        name: NAME, actor: Operator, body: ActionRequest | None = None
+    ) -> ActionResult:
+        """Run the service's configured restart command (refused while one already runs)."""
+        return await agent.actions.restart(name, actor, body.reason if body else "")
+
+    return r

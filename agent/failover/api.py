@@ -1,0 +1,134 @@
+"""HA groups over HTTP: the routing endpoints HAProxy checks, and the group operations.
+
+The routing router is safe for the public listener (reads, no token); the operations
+router belongs on the loopback API only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from agent.api.auth import Operator
+from agent.api.base import NAME
+from agent.api.errors import ApiError
+from agent.api.problems import problem
+from agent.config import AgentConfig
+from agent.failover.lease import LeaseStoreError
+from agent.failover.member import GroupMember
+from agent.failover.operations import GroupOperations, handover_record
+from agent.failover.operations import status as group_status
+from agent.schema import GroupActionRequest, GroupActionResult, GroupStatus, HandoverRecord
+
+
+class GroupsView(Protocol):
+    @property
+    def config(self) -> AgentConfig: ...
+    @property
+    def groups(self) -> dict[str, GroupMember]: ...
+    @property
+    def group_ops(self) -> GroupOperations: ...
+
+
+def store_name(cfg: AgentConfig) -> str:
+    ls = cfg.lease_store
+    return f"etcd {','.join(ls.endpoints)}" if ls.kind == "etcd" else f"sqlite {ls.path or ''}"
+
+
+def routing_router(agent: GroupsView) -> APIRouter:
+    """What HAProxy and other routers check: 200 only where the answer is yes, right now."""
+    r = APIRouter()
+
+    def answer(group: str, yes: bool) -> JSONResponse:
+        m = agent.groups.get(group)
+        if m is None:
+            return problem(404, f"no group {group!r} on this host")
+        body = {
+            "group": group,
+            "member": m.member,
+            "role": m.role.value,
+            "token": m.lease.token if m.lease else None,
+            "healthy": m.health().up,
+        }
+        return JSONResponse(body, status_code=200 if yes else 503)
+
+    @r.get("/groups/{group}/primary", tags=["routing"], responses={503: {}})
+    async def primary(group: NAME) -> JSONResponse:
+        """200 only on the member that holds the group's lease, is promoted and healthy."""
+        m = agent.groups.get(group)
+        return answer(group, m is not None and m.is_primary())
+
+    @r.get("/groups/{group}/replica", tags=["routing"], responses={503: {}})
+    async def replica(group: NAME) -> JSONResponse:
+        """200 on a healthy standby."""
+        m = agent.groups.get(group)
+        return answer(group, m is not None and m.is_replica())
+
+    return r
+
+
+def group_router(agent: GroupsView) -> APIRouter:
+    """Group state, history and operations (switchover, failover, pause, resume)."""
+    r = APIRouter()
+
+    def member(group: str) -> GroupMember:
+        m = agent.groups.get(group)
+        if m is None:
+            raise ApiError(404, f"no group {group!r} on this host")
+        return m
+
+    @r.get("/api/v1/groups", response_model=list[GroupStatus], tags=["groups"])
+    async def groups() -> list[GroupStatus]:
+        return [group_status(m, store_name(agent.config)) for m in agent.groups.values()]
+
+    @r.get("/api/v1/groups/{group}", response_model=GroupStatus, tags=["groups"])
+    async def group(group: NAME) -> GroupStatus:
+        return group_status(member(group), store_name(agent.config))
+
+    @r.get("/api/v1/groups/{group}/history", response_model=list[HandoverRecord], tags=["groups"])
+    async def history(
+        group: NAME, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> list[HandoverRecord]:
+        """Handovers, newest first: when, from, to, why, who, and how long each step took."""
+        m = member(group)
+        try:
+            entries = await m.store.history(group, limit)
+        except LeaseStoreError as exc:
+            raise ApiError(409, f"the lease store does not answer: {exc}") from None
+        return [handover_record(e) for e in entries]
+
+    @r.post("/api/v1/groups/{group}/switchover", response_model=GroupActionResult, tags=["groups"])
+    async def switchover(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        """Planned handover from the healthy primary to `to` (default: the best standby)."""
+        b = body or GroupActionRequest()
+        return await agent.group_ops.switchover(group, b.to, actor, b.reason)
+
+    @r.post("/api/v1/groups/{group}/failover", response_model=GroupActionResult, tags=["groups"])
+    async def failover(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        """Forced promotion of `to` (default: this member) when no healthy primary exists;
+        `confirm` must be the group's name. Data not yet replicated to `to` may be lost."""
+        b = body or GroupActionRequest()
+        return await agent.group_ops.failover(group, b.to, b.confirm, actor, b.reason)
+
+    @r.post("/api/v1/groups/{group}/pause", response_model=GroupActionResult, tags=["groups"])
+    async def pause(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        """Maintenance: no automatic failover or promotion; state is still reported."""
+        b = body or GroupActionRequest()
+        return await agent.group_ops.set_paused(group, True, actor, b.reason)
+
+    @r.post("/api/v1/groups/{group}/resume", response_model=GroupActionResult, tags=["groups"])
+    async def resume(
+        group: NAME, actor: Operator, body: GroupActionRequest | None = None
+    ) -> GroupActionResult:
+        b = body or GroupActionRequest()
+        return await agent.group_ops.set_paused(group, False, actor, b.reason)
+
+    return r
