@@ -17,9 +17,7 @@ from fastapi import APIRouter, FastAPI
 
 from agent import __version__
 from agent.api import audit, events, health, operations, probes, runbooks, services, status
-from agent.api.auth import Operator
 from agent.api.base import AgentView
-from agent.api.errors import ApiError
 from agent.api.gate import RequestGate
 from agent.api.problems import ERRORS, CatchAll, install_errors
 
@@ -37,7 +35,7 @@ def default_routers(agent: AgentView) -> list[APIRouter]:
         runbooks.router(agent),
         events.router(agent),
         audit.router(agent),
-        operations.router(agent, Operator, lambda message: ApiError(404, message)),
+        operations.router(agent),
     ]
 
 

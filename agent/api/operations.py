@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Path, Query
 
+from agent.api.auth import Operator
+from agent.api.errors import ApiError
 from agent.audit import AuditLog
 from agent.operations import Operations
 from agent.schema import Operation, OperationState
@@ -21,11 +22,7 @@ class OperationsView(Protocol):
     def audit(self) -> AuditLog: ...
 
 
-def router(
-    agent: OperationsView, operator: Any, not_found: Callable[[str], Exception]
-) -> APIRouter:
-    """`operator`: the API's annotated dependency that checks the token and names the actor;
-    `not_found`: the API's 404 error for a message."""
+def router(agent: OperationsView) -> APIRouter:
     r = APIRouter(tags=["operations"])
 
     @r.get("/api/v1/operations", response_model=list[Operation])
@@ -40,16 +37,16 @@ def router(
     async def operation(op_id: OP_ID) -> Operation:
         op = agent.operations.get(op_id)
         if op is None:
-            raise not_found(f"no operation {op_id!r} on this host")
+            raise ApiError(404, f"no operation {op_id!r} on this host")
         return op.model()
 
     @r.post("/api/v1/operations/{op_id}/cancel", response_model=Operation)
-    async def cancel(op_id: OP_ID, actor: operator) -> Operation:
+    async def cancel(op_id: OP_ID, actor: Operator) -> Operation:
         """Cancel a running operation; answers once its work has stopped. Cancelling one
         that has finished changes nothing and says so in its state."""
         op = agent.operations.get(op_id)
         if op is None:
-            raise not_found(f"no operation {op_id!r} on this host")
+            raise ApiError(404, f"no operation {op_id!r} on this host")
         was = op.state
         op = await agent.operations.cancel(op_id) or op
         agent.audit.append(

@@ -94,9 +94,12 @@ class CatchAll:
     def _emit(self, where: str, exc: Exception) -> None:
         """The `api_error` event (EventLog.emit never raises: a failed write is kept and
         retried there, so the answer does not depend on it)."""
-        self.events().emit(
-            "api_error",
-            "warning",
-            f"the API failed answering {where}: {type(exc).__name__}",
-            evidence={"request": where, "error": f"{type(exc).__name__}: {exc}"[:500]},
-        )
+        try:
+            self.events().emit(
+                "api_error",
+                "warning",
+                f"the API failed answering {where}: {type(exc).__name__}",
+                evidence={"request": where, "error": f"{type(exc).__name__}: {exc}"[:500]},
+            )
+        except Exception:  # the event path is what failed: the log line above remains
+            log.exception("could not record the api_error event")
