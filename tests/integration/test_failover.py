@@ -6,8 +6,6 @@ same moment, every 50 ms, and fails the test on any round with two 200s.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from console.demo.component import stop_all
 from tests.support.agent import AgentProcess, DemoService
 from tests.support.etcd import EtcdServer
 from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config
@@ -57,17 +56,11 @@ def group(tmp_path: Path, store: dict[str, Any]) -> Iterator[Start]:
         return members
 
     yield start
+    errors = stop_all(m.agent.component for m in started)  # thawed first, if frozen
     for m in started:
-        if m.agent.proc is not None and m.agent.proc.poll() is None:
-            with_cont(m.agent)
-            m.agent.proc.kill()
-            m.agent.proc.wait()
         m.service.stop()
-
-
-def with_cont(agent: AgentProcess) -> None:
-    assert agent.proc is not None
-    os.kill(agent.proc.pid, signal.SIGCONT)
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
 
 
 def new_primary(members: list[Member], old: Member, timeout: float = 15) -> Member:
@@ -122,8 +115,7 @@ def test_a_killed_primary_agent_is_replaced_when_its_lease_expires(group: Start)
     members = group()
     with SplitBrainChecker(members):
         first = wait_for(lambda: one_primary(members), 20, "a primary")
-        assert first.agent.proc is not None
-        first.agent.proc.kill()
+        first.agent.kill()
         second = new_primary(members, first, 15)
         promoted = second.agent.wait_event("group_promoted")
         # no release happened: the standby waited for the lease to expire
@@ -135,12 +127,11 @@ def test_a_frozen_primary_comes_back_demoted_and_never_primary_again(group: Star
     members = group()
     with SplitBrainChecker(members) as checker:
         first = wait_for(lambda: one_primary(members), 20, "a primary")
-        assert first.agent.proc is not None
-        os.kill(first.agent.proc.pid, signal.SIGSTOP)
+        first.agent.freeze()
         try:
             second = new_primary(members, first, 20)
         finally:
-            os.kill(first.agent.proc.pid, signal.SIGCONT)
+            first.agent.thaw()
         wait_for(lambda: first.status()["role"] == "standby", 10, "the frozen one to demote")
         demoted = first.agent.wait_event("group_demoted")
         assert "could not be renewed" in demoted["message"] and not demoted["evidence"]["released"]
