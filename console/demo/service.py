@@ -198,22 +198,30 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(devnull, fd)
     else:
         write_end = -1
-    if args.pidfile:
-        tmp = args.pidfile.with_suffix(".tmp")
+    # A function of its own: a tracer (coverage.py's, restarted after the fork) sees only
+    # frames that start after the fork.
+    _serve(server, args.pidfile, write_end)
+    return 0
+
+
+def _serve(server: ThreadingHTTPServer, pidfile: Path | None, ready_fd: int) -> None:
+    """Write the pidfile, tell the starting process (`ready_fd`, if any), serve until
+    SIGTERM, and remove the pidfile if it still names this instance."""
+    if pidfile:
+        tmp = pidfile.with_suffix(".tmp")
         tmp.write_text(f"{os.getpid()}\n")
-        tmp.replace(args.pidfile)
+        tmp.replace(pidfile)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if write_end >= 0:
-        os.write(write_end, b"1")
-        os.close(write_end)
+    if ready_fd >= 0:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
-        if args.pidfile:
+        if pidfile:
             with contextlib.suppress(OSError):
-                if args.pidfile.read_text().strip() == str(os.getpid()):
-                    args.pidfile.unlink()
-    return 0
+                if pidfile.read_text().strip() == str(os.getpid()):
+                    pidfile.unlink()
 
 
 if __name__ == "__main__":
