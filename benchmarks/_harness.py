@@ -1,8 +1,10 @@
-"""What both benchmarks share: the demo service, one agent process, waiting, statistics.
+"""What the benchmarks share: one agent process, cleanup, statistics, the report.
 
-Everything listens on 127.0.0.1 and lives in a temporary directory. Every
-process started here is ended by `Cleanup`, in reverse order of start, also
-when the benchmark is interrupted (Ctrl-C, SIGTERM) or fails half-way.
+Processes are console.demo.component's Components and the demo service its
+DemoService (the demo and the tests use the same). Everything listens on
+127.0.0.1 and lives in a temporary directory. Every process started here is
+ended by `Cleanup`, in reverse order of start, also when the benchmark is
+interrupted (Ctrl-C, SIGTERM) or fails half-way.
 """
 
 from __future__ import annotations
@@ -12,10 +14,7 @@ import json
 import math
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,46 +23,15 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-PYTHON = sys.executable
+from console.demo import component
+from console.demo.component import ComponentError, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
 class BenchmarkError(Exception):
     """The benchmark could not measure (setup failed, a deadline passed); the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
-) -> T:
-    """Poll `condition` until it returns something truthy; raise BenchmarkError at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = condition()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise BenchmarkError(
-                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
-            )
-        time.sleep(interval)
-
-
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -81,68 +49,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @dataclass
-class DemoService:
-    """The demo HTTP service (`console.demo.service --daemon`): forks, returns once listening."""
-
-    dir: Path
-    port: int = field(default_factory=free_port)
-
-    @property
-    def pidfile(self) -> Path:
-        return self.dir / f"svc-{self.port}.pid"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/health"
-
-    def start_argv(self) -> list[str]:
-        return [
-            PYTHON,
-            "-m",
-            "console.demo.service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--pidfile",
-            str(self.pidfile),
-            "--daemon",
-        ]
-
-    def start(self) -> None:
-        done = subprocess.run(self.start_argv(), capture_output=True, text=True, timeout=15)
-        if done.returncode != 0:
-            raise BenchmarkError(
-                f"demo service on port {self.port} did not start: {done.stderr.strip()}"
-            )
-
-    def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def alive(self) -> bool:
-        pid = self.pid()
-        return pid is not None and pid_exists(pid)
-
-    def stop(self) -> None:
-        """End the instance the pidfile names (restarts may have replaced the first one)."""
-        pid = self.pid()
-        if pid is not None and pid_exists(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(BenchmarkError):
-                wait_for(lambda: not pid_exists(pid), 5, f"demo service pid {pid} to end")
-
-
-@dataclass
 class Agent:
     """One `hadeck-agent run` child process with its own config and state directory."""
 
     dir: Path
     config: dict[str, Any]
-    proc: subprocess.Popen[bytes] | None = None
     port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
@@ -152,50 +63,30 @@ class Agent:
         agent.setdefault("log_level", "info")
         self.config.setdefault("api", {}).setdefault("listen", f"127.0.0.1:{self.port}")
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+        url = f"http://127.0.0.1:{self.port}"
+        self.client = httpx.Client(base_url=url, timeout=10)
+        name = f"agent {agent['name']}"
+        self.component = component.agent(
+            self.config_path, url, self.dir / "agent.log", name=name, cwd=self.dir
+        )
 
     @property
     def config_path(self) -> Path:
         return self.dir / "agent.yaml"
 
     @property
-    def log_path(self) -> Path:
-        return self.dir / "agent.log"
-
-    @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self.component.pid
 
     def start(self, timeout: float = 30) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [PYTHON, "-m", "agent.cli", "run", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.dir,
-                # Its own process group: a Ctrl-C reaches the benchmark, which then stops
-                # the agent in order, instead of both racing to shut down.
-                start_new_session=True,
-            )
-        wait_for(self._healthy, timeout, f"the agent on port {self.port} to answer /healthz")
+        self.component.start(timeout)
 
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise BenchmarkError(
-                f"the agent exited with {self.proc.returncode}:\n{self.log_tail()}"
-            )
-        try:
-            return self.client.get("/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+    def kill(self) -> None:
+        """The host dies: SIGKILL."""
+        self.component.kill()
 
     def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.component.log_tail(lines)
 
     def get(self, path: str, **params: Any) -> Any:
         r = self.client.get(path, params=params)
@@ -222,20 +113,10 @@ class Agent:
         return int(newest[-1]["id"]) if newest else 0
 
     def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM, wait, SIGKILL if it hangs; returns the exit code (None if never started)."""
+        """SIGTERM, wait, SIGKILL if it hangs (an error then); returns the exit code (None if
+        never started)."""
         self.client.close()
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                print(f"agent did not stop within {timeout:g}s; killing it", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return self.component.stop(timeout)
 
 
 class Cleanup:
@@ -313,7 +194,7 @@ def run_benchmark(
     with sigterm_as_interrupt():
         try:
             result = measure()
-        except BenchmarkError as exc:
+        except (BenchmarkError, ComponentError) as exc:
             print(f"{name}: could not measure: {exc}", file=sys.stderr)
             emit_json({"benchmark": name, "ok": False, "error": str(exc)})
             return 2

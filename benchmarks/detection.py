@@ -40,13 +40,14 @@ from _harness import (
     Agent,
     BenchmarkError,
     Cleanup,
-    DemoService,
     machine,
     percentile,
     run_benchmark,
     table,
-    wait_for,
 )
+
+from console.demo.component import wait_for
+from console.demo.service import DemoService
 
 INTERVAL, FALL = 1.0, 2
 SLACK = 0.3

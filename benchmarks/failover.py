@@ -31,8 +31,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,14 +44,14 @@ from _harness import (
     Agent,
     BenchmarkError,
     Cleanup,
-    DemoService,
-    free_port,
     machine,
     percentile,
     run_benchmark,
     table,
-    wait_for,
 )
+
+from console.demo.component import Component, free_port, http_ok, port_open, wait_for
+from console.demo.service import DemoService
 
 TTL, LOOP_WAIT = 5.0, 1.0
 FAST_TARGET, EXPIRY_TARGET = 2.0, TTL + 2.0
@@ -119,58 +117,27 @@ class Member:
         return bool(st["healthy"] and st["role"] in ("standby", "primary"))
 
 
-class Etcd:
-    def __init__(self, root: Path) -> None:
-        self.client, self.peer = free_port(), free_port()
-        self.dir = root / "etcd"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.client}"
-
-    def start(self) -> None:
-        peer = f"http://127.0.0.1:{self.peer}"
-        log = (self.dir.parent / "etcd.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(ETCD),
-                "--name",
-                "bench",
-                "--data-dir",
-                str(self.dir),
-                "--listen-client-urls",
-                self.url,
-                "--advertise-client-urls",
-                self.url,
-                "--listen-peer-urls",
-                peer,
-                "--initial-advertise-peer-urls",
-                peer,
-                "--initial-cluster",
-                f"bench={peer}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-        def up() -> bool:
-            try:
-                return httpx.get(self.url + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 30, "etcd to answer /health")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def etcd(root: Path) -> tuple[Component, str]:
+    """A single-member etcd on free loopback ports, data in `root`/etcd; and its client URL."""
+    client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    argv = [
+        str(ETCD),
+        "--name",
+        "bench",
+        "--data-dir",
+        str(root / "etcd"),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"bench={peer}",
+    ]
+    return Component("etcd", argv, root / "etcd.log", http_ok(client + "/health")), client
 
 
 class Haproxy:
@@ -200,21 +167,13 @@ backend {GROUP}_primary
 {servers}
 """
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.component = Component(
+            "haproxy",
             [str(HAPROXY), "-db", "-f", str(self.cfg)],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.cfg.parent / "haproxy.log").open("ab"),
-            start_new_session=True,
+            root / "haproxy.log",
+            port_open(self.port),
+            start_timeout=15,
         )
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_for(listening, 15, "haproxy to listen")
 
     def served_by(self) -> str | None:
         try:
@@ -222,11 +181,6 @@ backend {GROUP}_primary
         except httpx.HTTPError:
             return None
         return r.headers.get("x-served-by") if r.status_code == 200 else None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 class SplitBrainChecker:
@@ -281,9 +235,8 @@ def one_run(
         fault = time.time()
         os.kill(pid, signal.SIGKILL)
     else:
-        assert old.agent.proc is not None
         fault = time.time()
-        old.agent.proc.kill()
+        old.agent.kill()
 
     def new_primary() -> Member | None:
         p = current_primary(members, pool)
@@ -297,8 +250,6 @@ def one_run(
     if kind == "fast_path":
         old.service.start()
     else:
-        assert old.agent.proc is not None
-        old.agent.proc.wait()
         old.agent.start()
     return {"to_primary_s": primary_at - fault, "to_haproxy_s": routed_at - fault}
 
@@ -315,10 +266,10 @@ def measure(runs: int, store_kind: str) -> dict[str, Any]:
         if store_kind == "etcd":
             if not ETCD.exists():
                 raise BenchmarkError(f"{ETCD} not found: apt-get install etcd-server")
-            etcd = Etcd(root)
-            cleanup.add("etcd", etcd.stop)
-            etcd.start()
-            store: dict[str, Any] = {"kind": "etcd", "endpoints": [etcd.url], "timeout": "1s"}
+            lease_etcd, url = etcd(root)
+            cleanup.add("etcd", lease_etcd.stop)
+            lease_etcd.start()
+            store: dict[str, Any] = {"kind": "etcd", "endpoints": [url], "timeout": "1s"}
         else:
             store = {"kind": "sqlite", "path": str(root / "leases.db"), "timeout": "1s"}
         members = [Member(f"m{i + 1}", root, store, 100 - i) for i in range(3)]
@@ -329,8 +280,8 @@ def measure(runs: int, store_kind: str) -> dict[str, Any]:
             cleanup.add(f"{m.name}'s agent", m.agent.stop)
             m.agent.start()
         proxy = Haproxy(root, members)
-        cleanup.add("haproxy", proxy.stop)
-        proxy.start()
+        cleanup.add("haproxy", proxy.component.stop)
+        proxy.component.start()
         checker = SplitBrainChecker(members)
         cleanup.add("split-brain checker", checker.stop)
         checker.start()

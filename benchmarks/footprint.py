@@ -40,13 +40,14 @@ from _harness import (
     Agent,
     BenchmarkError,
     Cleanup,
-    DemoService,
     machine,
     metric_sum,
     run_benchmark,
     table,
-    wait_for,
 )
+
+from console.demo.component import wait_for
+from console.demo.service import DemoService
 
 MB = 1_000_000
 RSS_TARGET_MB = 60.0

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
+from console.demo.component import stop_all  # noqa: E402
 from tests.support.agent import AgentProcess, DemoService  # noqa: E402
 
 
@@ -33,14 +34,15 @@ def demo_service(tmp_path: Path, services: list[DemoService]) -> DemoService:
 
 @pytest.fixture
 def agents(tmp_path: Path, services: list[DemoService]) -> Iterator[list[AgentProcess]]:
-    """Agent processes a test starts; killed afterwards, before the services (which the
-    agents would otherwise restart as they are torn down)."""
+    """Agent processes a test starts; stopped afterwards (SIGTERM, side by side, so each
+    writes what it must, coverage data included), before the services (which the agents
+    would otherwise restart as they are torn down). One that has to be killed fails the
+    test: not stopping on SIGTERM is a bug."""
     started: list[AgentProcess] = []
     yield started
-    for agent in started:
-        if agent.proc is not None and agent.proc.poll() is None:
-            agent.proc.kill()
-            agent.proc.wait()
+    errors = stop_all(agent.component for agent in started)
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
 
 
 @pytest.fixture

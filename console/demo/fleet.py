@@ -2,33 +2,27 @@
 
 Everything runs as child processes under one demo directory, with generated
 configs and state; every process started here is stopped on exit, also on
-Ctrl-C, SIGTERM or SIGHUP. The console opens on a generated inventory of the
-three local agents, so the demo is the product, not a mock of it.
+Ctrl-C, SIGTERM or SIGHUP, and when a start fails half-way. The console opens
+on a generated inventory of the three local agents, so the demo is the product,
+not a mock of it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
+from console.demo import component
+from console.demo.component import Component, ComponentError, free_port
+from console.demo.service import DemoService
+
 HOSTS = ("demo-1", "demo-2", "demo-3")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def default_dir() -> Path:
@@ -38,37 +32,32 @@ def default_dir() -> Path:
 
 @dataclass
 class DemoHost:
+    """One demo host: its agent, and the web service that agent supervises."""
+
     name: str
     dir: Path
-    api_port: int
-    web_port: int
-    proc: subprocess.Popen[bytes] | None = None
+    api_port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.service = DemoService(self.dir, stem="web")
+        self.agent: Component = component.agent(
+            self.dir / "agent.yaml", self.url, self.dir / "agent.log", name=f"agent {self.name}"
+        )
 
     @property
     def pidfile(self) -> Path:
-        return self.dir / "web.pid"
+        return self.service.pidfile
 
     @property
     def fail_file(self) -> Path:
-        return self.dir / "web.fail"
+        return self.service.fail_file
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
     def service_argv(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "console.demo.service",
-            "--port",
-            str(self.web_port),
-            "--pidfile",
-            str(self.pidfile),
-            "--fail-file",
-            str(self.fail_file),
-            "--daemon",
-        ]
+        return self.service.start_argv()
 
     def config(self) -> dict[str, Any]:
         return {
@@ -102,7 +91,7 @@ class DemoHost:
             "probes": {
                 "web-http": {
                     "kind": "http",
-                    "url": f"http://127.0.0.1:{self.web_port}/health",
+                    "url": self.service.url,
                     "interval": "1s",
                     "timeout": "500ms",
                     "fall": 2,
@@ -149,57 +138,35 @@ class DemoHost:
         }
 
 
-def _kill_service(host: DemoHost) -> None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        os.kill(int(host.pidfile.read_text().split()[0]), signal.SIGTERM)
+def start(root: Path, hosts: list[DemoHost] | None = None) -> list[DemoHost]:
+    """Start every host's service, then every agent, and return once each agent answers.
 
-
-def start(root: Path) -> list[DemoHost]:
-    hosts = []
+    Each host is in `hosts` (when given) before anything of it starts, so the caller's
+    stop(hosts) ends what did start even when a later start fails.
+    """
+    hosts = [] if hosts is None else hosts
     for name in HOSTS:
         d = root / name
         d.mkdir(parents=True, exist_ok=True)
-        host = DemoHost(name, d, _free_port(), _free_port())
-        host.fail_file.unlink(missing_ok=True)
+        host = DemoHost(name, d)
         hosts.append(host)
+        host.fail_file.unlink(missing_ok=True)
         (d / "agent.yaml").write_text(yaml.safe_dump(host.config(), sort_keys=False))
-        subprocess.run(host.service_argv(), check=True, timeout=20)
-        log = (d / "agent.log").open("ab")
-        host.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--config", str(d / "agent.yaml")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 30
-    for host in hosts:
-        while not _answers(host):
-            assert host.proc is not None
-            if host.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"agent {host.name} did not start; see {host.dir / 'agent.log'}")
-            time.sleep(0.1)
+        host.service.start()
+    component.start_all(h.agent for h in hosts)
     return hosts
 
 
-def _answers(host: DemoHost) -> bool:
-    try:
-        return httpx.get(host.url + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def stop(hosts: list[DemoHost]) -> None:
+def stop(hosts: list[DemoHost]) -> list[str]:
+    """Stop the agents side by side (before the services they would otherwise restart),
+    then the services; every one is stopped even if another fails. Returns the errors."""
+    errors = component.stop_all(h.agent for h in hosts)
     for host in hosts:
-        if host.proc is not None and host.proc.poll() is None:
-            host.proc.terminate()
-    for host in hosts:
-        if host.proc is not None:
-            try:
-                host.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                host.proc.kill()
-                host.proc.wait()
-        _kill_service(host)
+        try:
+            host.service.stop()
+        except ComponentError as exc:
+            errors.append(str(exc))
+    return errors
 
 
 def inventory(hosts: list[DemoHost]) -> dict[str, Any]:
@@ -236,12 +203,13 @@ def main(root: Path, *, read_only: bool = False, theme: str | None = None) -> in
 
     root.mkdir(parents=True, exist_ok=True)
     hosts: list[DemoHost] = []
+    status = 0
     # SIGTERM and SIGHUP (the terminal went away) end the demo like Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:
         print(f"starting {len(HOSTS)} agents under {root} ...", flush=True)
-        hosts = start(root)
+        start(root, hosts)
         inv_path = root / "inventory.yaml"
         inv_path.write_text(yaml.safe_dump(inventory(hosts), sort_keys=False))
         inv = inventory_file.load(inv_path)
@@ -262,7 +230,11 @@ def main(root: Path, *, read_only: bool = False, theme: str | None = None) -> in
             print(f"  hadeck-agent audit verify {h.dir / 'state' / 'audit.jsonl'}")
     except KeyboardInterrupt:
         pass
+    except ComponentError as exc:
+        print(f"hadeck demo: {exc}", file=sys.stderr)
+        status = 1
     finally:
         print("stopping the demo fleet ...", flush=True)
-        stop(hosts)
-    return 0
+        for error in stop(hosts):
+            print(f"hadeck demo: {error}", file=sys.stderr)
+    return status

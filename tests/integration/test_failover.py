@@ -6,8 +6,6 @@ same moment, every 50 ms, and fails the test on any round with two 200s.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from console.demo.component import stop_all
 from tests.support.agent import AgentProcess, DemoService
 from tests.support.etcd import EtcdServer
-from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config
+from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config, primary_again
 from tests.support.haproxy import Backend, HaproxyProcess, Server
 from tests.support.wait import wait_for
 
@@ -57,17 +56,11 @@ def group(tmp_path: Path, store: dict[str, Any]) -> Iterator[Start]:
         return members
 
     yield start
+    errors = stop_all(m.agent.component for m in started)  # thawed first, if frozen
     for m in started:
-        if m.agent.proc is not None and m.agent.proc.poll() is None:
-            with_cont(m.agent)
-            m.agent.proc.kill()
-            m.agent.proc.wait()
         m.service.stop()
-
-
-def with_cont(agent: AgentProcess) -> None:
-    assert agent.proc is not None
-    os.kill(agent.proc.pid, signal.SIGCONT)
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
 
 
 def new_primary(members: list[Member], old: Member, timeout: float = 15) -> Member:
@@ -119,35 +112,50 @@ def test_killed_service_on_the_primary_hands_over_fast(group: Start) -> None:
 
 
 def test_a_killed_primary_agent_is_replaced_when_its_lease_expires(group: Start) -> None:
-    members = group()
+    ttl, loop_wait, store_timeout = 3.0, 0.5, 1.0  # member_config's and the store's
+    members = group(ttl=f"{ttl:g}s", loop_wait=f"{loop_wait:g}s")
     with SplitBrainChecker(members):
         first = wait_for(lambda: one_primary(members), 20, "a primary")
-        assert first.agent.proc is not None
-        first.agent.proc.kill()
+        killed_at = time.time()
+        first.agent.kill()
         second = new_primary(members, first, 15)
         promoted = second.agent.wait_event("group_promoted")
-        # no release happened: the standby waited for the lease to expire
-        assert promoted["evidence"]["steps"]["detect"] >= 0
         assert promoted["evidence"]["from"] == first.name
+        # No release happened: the standby waited for the lease to expire. The primary last
+        # renewed at most one loop_wait before it died (a second for a late renewal step), so
+        # the lease outlived it by at least ttl - 2 x loop_wait; a release would have let a
+        # standby in within a quarter second.
+        took_over = promoted["ts"] - killed_at
+        assert ttl - 2 * loop_wait <= took_over, f"promoted {took_over:.2f}s after the kill"
+        # ...and no later than the standby's next step after the expiry, its rank's wait and
+        # etcd's expiry sweep (0.5 s), with a second for hooks and a loaded machine.
+        assert took_over <= ttl + loop_wait + 0.5 + 0.5 + 1.0, f"promoted after {took_over:.2f}s"
+        # detect: from this standby seeing the key gone to its acquire: at most the wait of
+        # its rank (a quarter second per better-ranked member) and one store read.
+        detect = promoted["evidence"]["steps"]["detect"]
+        assert 0 <= detect <= (len(members) - 1) * min(0.25, loop_wait / 2) + store_timeout
 
 
 def test_a_frozen_primary_comes_back_demoted_and_never_primary_again(group: Start) -> None:
     members = group()
     with SplitBrainChecker(members) as checker:
         first = wait_for(lambda: one_primary(members), 20, "a primary")
-        assert first.agent.proc is not None
-        os.kill(first.agent.proc.pid, signal.SIGSTOP)
+        first.agent.freeze()
         try:
             second = new_primary(members, first, 20)
         finally:
-            os.kill(first.agent.proc.pid, signal.SIGCONT)
+            first.agent.thaw()
         wait_for(lambda: first.status()["role"] == "standby", 10, "the frozen one to demote")
         demoted = first.agent.wait_event("group_demoted")
         assert "could not be renewed" in demoted["message"] and not demoted["evidence"]["released"]
         assert first.role_file.read_text().strip() == "standby"
         assert one_primary(members) is second
-    # after the freeze, the old primary never answered 200 next to the new one
-    assert [name for _, name in checker.timeline if name == first.name][:1] == [first.name]
+        # Watched for one more lease lifetime (ttl 3 s) after the thawed member demoted.
+        seen = checker.rounds
+        wait_for(lambda: checker.rounds >= seen + 3 / checker.period, 30, "a ttl of rounds")
+    assert [name for _, name in checker.timeline if name][:1] == [first.name]
+    # Once the new primary took over, the old one never answered 200 again.
+    assert primary_again(checker.timeline) == [], checker.timeline
     assert checker.timeline[-1][1] == second.name
 
 

@@ -2,100 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import httpx
 import yaml
 
-from tests.support.wait import wait_for
+from console.demo import component
+from console.demo.component import free_port, wait_for
+from console.demo.service import DemoService
 
-PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class DemoService:
-    """The demo HTTP service, started daemonized exactly as its restart command starts it."""
-
-    dir: Path
-    port: int = field(default_factory=free_port)
-
-    @property
-    def pidfile(self) -> Path:
-        return self.dir / f"svc-{self.port}.pid"
-
-    @property
-    def fail_file(self) -> Path:
-        return self.dir / f"svc-{self.port}.fail"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/health"
-
-    def start_argv(self) -> list[str]:
-        return [
-            PYTHON,
-            "-m",
-            "console.demo.service",
-            "--port",
-            str(self.port),
-            "--pidfile",
-            str(self.pidfile),
-            "--fail-file",
-            str(self.fail_file),
-            "--daemon",
-        ]
-
-    def start(self) -> None:
-        subprocess.run(self.start_argv(), check=True, timeout=15)
-
-    def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def alive(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def kill(self) -> int:
-        pid = self.pid()
-        assert pid is not None, "service is not running"
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _exists(pid), 5, f"service pid {pid} to die")
-        return pid
-
-    def stop(self) -> None:
-        pid = self.pid()
-        if pid is not None and _exists(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+__all__ = ["AgentProcess", "DemoService", "free_port", "http_probe", "restartable"]
 
 
 @dataclass
@@ -104,7 +23,6 @@ class AgentProcess:
 
     dir: Path
     config: dict[str, Any]
-    proc: subprocess.Popen[bytes] | None = None
     port: int = field(default_factory=free_port)
     public_port: int = field(default_factory=free_port)
 
@@ -116,6 +34,13 @@ class AgentProcess:
         api.setdefault("listen", f"127.0.0.1:{self.port}")
         api.setdefault("public_listen", f"127.0.0.1:{self.public_port}")
         self.write_config()
+        self.component = component.agent(
+            self.config_path, self.url, self.log_path, name=f"agent {self.config['agent']['name']}"
+        )
+
+    @property
+    def proc(self) -> Popen[bytes] | None:
+        return self.component.proc
 
     @property
     def config_path(self) -> Path:
@@ -145,27 +70,11 @@ class AgentProcess:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
 
     def start(self) -> AgentProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "agent.cli", "run", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        wait_for(self._healthy, 20, f"agent on port {self.port} to answer /healthz")
+        self.component.start()
         return self
 
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.component.log()
 
     def get(self, path: str, **params: Any) -> Any:
         r = httpx.get(self.url + path, params=params, timeout=10)
@@ -210,20 +119,22 @@ class AgentProcess:
         return services[name]
 
     def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        self.component.send(sig)
 
-    def stop(self, timeout: float = 20) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"agent did not stop within {timeout}s:\n{self.log()}") from None
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM and wait; returns the exit code. Not stopping in time is an error."""
+        return self.component.stop(timeout)
+
+    def kill(self) -> None:
+        """The host crashes: SIGKILL."""
+        self.component.kill()
+
+    def freeze(self) -> None:
+        """The host hangs: SIGSTOP (stop() and the fixtures' teardown thaw it first)."""
+        self.component.freeze()
+
+    def thaw(self) -> None:
+        self.component.thaw()
 
 
 def http_probe(service: DemoService, **extra: Any) -> dict[str, Any]:

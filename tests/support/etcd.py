@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from tests.support.agent import free_port
+from console.demo.component import Component, free_port, http_ok
 from tests.support.components import missing
-from tests.support.wait import wait_for
 
 ETCD = Path("/usr/bin/etcd")
 PACKAGE = "etcd-server"
@@ -41,10 +36,17 @@ class EtcdServer:
     name: str = "hadeck-test"
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.component = Component(
+            "etcd",
+            self.argv(),
+            self.log_path,
+            http_ok(f"{self.url}/health", lambda r: r.json().get("health") == "true"),
+            env={k: v for k, v in os.environ.items() if not k.startswith("ETCD")},
+            start_timeout=20,
+        )
 
     @property
     def url(self) -> str:
@@ -86,64 +88,31 @@ class EtcdServer:
         ]
 
     def start(self, timeout: float = 20) -> EtcdServer:
-        if self.running:
-            return self
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        log.close()
-        wait_for(self._healthy, timeout, f"etcd on {self.url} to report healthy")
+        if not self.running:
+            self.component.start(timeout)
         return self
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"etcd exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-        try:
-            r = httpx.get(f"{self.url}/health", timeout=1, trust_env=False)
-            return r.status_code == 200 and r.json().get("health") == "true"
-        except (httpx.HTTPError, ValueError):
-            return False
+        return self.component.running
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.component.log()
 
     def stop(self) -> None:
-        """A clean shutdown: SIGTERM, then SIGKILL if etcd has not exited within 10 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGCONT)  # a frozen etcd cannot act on SIGTERM
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        """A clean shutdown: SIGTERM (thawed first), SIGKILL if it has not exited in 10 s."""
+        self.component.stop(10)
 
     def kill(self) -> None:
         """A crash: SIGKILL, no chance to flush anything."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.component.kill()
 
     def freeze(self) -> None:
         """A hang: the ports stay open and accept connections, but nothing answers."""
-        assert self.running and self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
+        self.component.freeze()
 
     def thaw(self) -> None:
-        assert self.running and self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
+        self.component.thaw()
 
     def remove(self) -> None:
         """Stop it and delete its data."""

@@ -10,16 +10,14 @@ Debian package may also have installed a system HAProxy; nothing here uses it.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from console.demo.component import Component, Readiness, free_port
 from console.haproxy import HaproxyError, HaproxyRuntime
-from tests.support.agent import free_port
 from tests.support.components import missing
-from tests.support.wait import wait_for
 
 HAPROXY = Path("/usr/sbin/haproxy")
 PACKAGE = "haproxy"
@@ -60,7 +58,6 @@ class HaproxyProcess:
 
     dir: Path
     backends: Sequence[Backend]
-    proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +70,13 @@ class HaproxyProcess:
         self.runtime = HaproxyRuntime(socket_path, timeout=2.0)
         self.config_path = self.dir / "haproxy.cfg"
         self.config_path.write_text(self._config())
+        self.component = Component(
+            "haproxy",
+            [str(HAPROXY), "-db", "-f", str(self.config_path)],
+            self.log_path,
+            Readiness(f"haproxy to answer `show info` on {socket_path}", self._answering),
+            start_timeout=10,
+        )
 
     @property
     def log_path(self) -> Path:
@@ -115,37 +119,23 @@ class HaproxyProcess:
         return "\n".join(lines)
 
     def start(self) -> HaproxyProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(HAPROXY), "-db", "-f", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        wait_for(self._answering, 10, f"haproxy to answer `show info` on {self.socket_path}")
+        self.component.start()
         return self
 
-    def _answering(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"haproxy exited with {self.proc.returncode}:\n{self.log()}")
+    def _answering(self, _: Component) -> bool:
         try:
             return self.runtime.command("show info").startswith("Name: HAProxy")
         except HaproxyError:
             return False
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.component.log()
 
     def stop(self) -> None:
         """SIGTERM: HAProxy's hard stop, which closes open sessions at once (SIGUSR1, the
         soft stop, would wait for every client to leave)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        try:
+            self.component.stop(10)
+        finally:
+            if self._socket_dir is not None:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)

@@ -14,16 +14,14 @@ import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+from console.demo.component import Component, free_port, port_open, wait_for
 from tests.support import components
-from tests.support.agent import free_port
-from tests.support.wait import wait_for
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
@@ -70,12 +68,15 @@ def fingerprint(public_key: Path) -> str:
 
 @dataclass
 class SshServer:
-    """One `sshd -D` child process; `start()` again after `kill()` brings it back, same keys."""
+    """One `sshd -D` child process; `start()` again after `kill()` brings it back, same keys.
+
+    The listener is a Component; the sessions it forks are not in its process group (sshd
+    gives each its own session), so kill, freeze and stop reach them through the process
+    tree."""
 
     dir: Path
     port: int = field(default_factory=free_port)
     user: str = field(default_factory=getpass.getuser)
-    proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +88,13 @@ class SshServer:
         self.write_known_hosts(self.known_hosts, self.host_key.with_suffix(".pub"))
         self.config_path = self.dir / "sshd_config"
         self.config_path.write_text(self._config())
+        self.component = Component(
+            "sshd",
+            [str(SSHD), "-D", "-e", "-f", str(self.config_path)],
+            self.log_path,
+            port_open(self.port, banner=b"SSH-2.0-"),
+            start_timeout=15,
+        )
 
     @property
     def known_hosts_name(self) -> str:
@@ -133,29 +141,11 @@ class SshServer:
     def start(self) -> SshServer:
         if os.geteuid() == 0 and not PRIVSEP_DIR.is_dir():
             PRIVSEP_DIR.mkdir(mode=0o755)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(SSHD), "-D", "-e", "-f", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        wait_for(self._accepting, 15, f"sshd on 127.0.0.1:{self.port} to send its banner")
+        self.component.start()
         return self
 
-    def _accepting(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sshd exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                return s.recv(64).startswith(b"SSH-2.0-")
-        except OSError:
-            return False
-
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.component.log()
 
     def logins(self) -> int:
         """How many SSH logins the server has accepted so far."""
@@ -163,10 +153,10 @@ class SshServer:
 
     def _processes(self) -> list[psutil.Process]:
         """The listener and the per-connection sshd processes it forked."""
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.component.running:
             return []
         try:
-            main = psutil.Process(self.proc.pid)
+            main = psutil.Process(self.component.pid)
             return [main, *main.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
@@ -174,10 +164,9 @@ class SshServer:
     def kill(self) -> None:
         """The host goes away: SIGKILL to the listener and every session, as a crash would."""
         procs = self._processes()
-        _signal(procs, signal.SIGKILL)
+        _signal(procs[1:], signal.SIGKILL)
+        self.component.kill()
         _wait_dead(procs)
-        if self.proc is not None:
-            self.proc.wait(10)
 
     def freeze(self) -> list[psutil.Process]:
         """The host hangs: SIGSTOP to the listener and every session; returns them for thaw()."""
@@ -199,13 +188,7 @@ class SshServer:
         sessions = procs[1:]
         _signal(sessions, signal.SIGKILL)
         _wait_dead(sessions)
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.component.stop()
 
 
 def _signal(procs: list[psutil.Process], sig: int) -> None:

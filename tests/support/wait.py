@@ -1,26 +1,12 @@
-"""Waiting on conditions with deadlines: the only way tests wait."""
+"""Waiting on conditions with deadlines: the only way tests wait.
+
+The one implementation is the demo's (console/demo/component.py), shared with the
+benchmarks: a condition polled until it holds, asked once more at the deadline, then
+ComponentError naming what was awaited and the last answer.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TypeVar
+from console.demo.component import wait_for
 
-T = TypeVar("T")
-
-
-def wait_for(
-    condition: Callable[[], T | None],
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-) -> T:
-    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+__all__ = ["wait_for"]
