@@ -1,0 +1,91 @@
+"""The `groups` and `lease_store` sections: this host's part in HA groups, and where leases live."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from agent.config.base import (
+    CommandStep,
+    ConfigPath,
+    Duration,
+    Issue,
+    PositiveDuration,
+    Strict,
+    check_names,
+    unknown,
+)
+from agent.config.services import Service
+
+
+class GroupHooks(Strict):
+    """Commands run on role changes; each gets HADECK_GROUP, HADECK_MEMBER, HADECK_ROLE and
+    (promote) HADECK_FENCING_TOKEN in its environment."""
+
+    promote: CommandStep
+    demote: CommandStep
+    #: Last resort when `demote` fails or times out: make sure this member serves no writes.
+    fence: CommandStep | None = None
+
+
+class Group(Strict):
+    """This host's membership in an HA group: one primary among its members, never two.
+
+    Timing contract (see docs/failover.md): the primary renews its lease every
+    `loop_wait` and stops being primary `safety` seconds before the lease could
+    expire anywhere, so `ttl` must leave room for a renewal that times out.
+    """
+
+    member: str | None = None  # default: agent.name
+    priority: int = Field(default=100, ge=0)
+    service: str
+    hooks: GroupHooks
+    lag: CommandStep | None = None
+    max_lag: float | None = Field(default=None, ge=0)
+    ttl: PositiveDuration = 10.0
+    loop_wait: PositiveDuration = 1.0
+    #: How long the primary's service may stay down before it hands over. Default: 0 without
+    #: a recovery policy, else one pass of the service's ladder (steps x verify_window).
+    failover_after: Duration | None = None
+    #: Where other hosts reach this member's public listener (shown in plans and the console).
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _timing(self) -> Group:
+        if self.loop_wait <= 0:
+            raise ValueError("loop_wait must be positive")
+        return self
+
+
+class LeaseStoreSection(Strict):
+    kind: Literal["sqlite", "etcd"] = "sqlite"
+    #: sqlite: the database file every member on this machine shares.
+    path: ConfigPath | None = None
+    #: etcd: client URLs of the cluster (its v3 JSON gateway).
+    endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    prefix: str = "/hadeck"
+    timeout: PositiveDuration = 2.0
+
+
+def references(
+    groups: dict[str, Group], lease_store: LeaseStoreSection, services: dict[str, Service]
+) -> list[Issue]:
+    """Names, each group's service, and each group's ttl against its loop and the store."""
+    problems = check_names("groups", groups)
+    for gname, group in groups.items():
+        if group.service not in services:
+            problems.append(
+                (("groups", gname, "service"), unknown("service", group.service, services))
+            )
+        floor = 3 * group.loop_wait + lease_store.timeout
+        if group.ttl < floor:
+            problems.append(
+                (
+                    ("groups", gname, "ttl"),
+                    f"ttl ({group.ttl:g}s) must be at least 3 x loop_wait + lease_store.timeout"
+                    f" ({floor:g}s): one loop to renew, one for a renewal that times out, "
+                    "one to demote before the lease can expire elsewhere",
+                )
+            )
+    return problems
