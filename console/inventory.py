@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from agent.config import ConfigError, Duration, Problem, Strict, read_yaml
+from agent.config import ConfigError, Duration, Problem, Strict, read_yaml, validate_as
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_TOKEN_FILE = Path("/var/lib/hadeck/token")
@@ -116,24 +116,10 @@ class Inventory(Strict):
         return self
 
 
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
-
-
 def validate(data: Any, file: str) -> Inventory:
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, "", "the top level must be a mapping with `hosts`")])
-    try:
-        return Inventory.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            kind = error["type"]
-            msg = {"extra_forbidden": "unknown key", "missing": "required field is missing"}.get(
-                kind, str(error["msg"]).removeprefix("Value error, ")
-            )
-            problems.append(Problem(file, _dotted(tuple(error["loc"])), msg))
-        raise ConfigError(problems) from None
+    return validate_as(Inventory, data, file)
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:

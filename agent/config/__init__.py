@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from agent.config import groups, probes, services
 from agent.config.agent import AgentSection, AuditSection
@@ -35,7 +35,7 @@ from agent.config.base import (
     parse_size,
     read_secret,
 )
-from agent.config.errors import ConfigError, Problem, ReferenceErrors, dotted, message
+from agent.config.errors import ConfigError, Problem, ReferenceErrors, validate_as
 from agent.config.groups import Group, GroupHooks, LeaseStoreSection
 from agent.config.loader import parse_yaml, read_yaml
 from agent.config.probes import (
@@ -95,6 +95,7 @@ __all__ = [
     "read_secret",
     "read_yaml",
     "validate",
+    "validate_as",
 ]
 
 
@@ -136,17 +137,7 @@ def validate(data: Any, file: str) -> AgentConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, "", "the top level must be a mapping of sections")])
-    try:
-        return AgentConfig.model_validate(data, context={"base": Path(file).parent.absolute()})
-    except ValidationError as exc:
-        problems: list[Problem] = []
-        for error in exc.errors():
-            ctx_error = (error.get("ctx") or {}).get("error")
-            if isinstance(ctx_error, ReferenceErrors):
-                problems.extend(Problem(file, dotted(loc), msg) for loc, msg in ctx_error.problems)
-            else:
-                problems.append(Problem(file, dotted(tuple(error["loc"])), message(error)))
-        raise ConfigError(problems) from None
+    return validate_as(AgentConfig, data, file, {"base": Path(file).parent.absolute()})
 
 
 def load(path: str | os.PathLike[str]) -> AgentConfig:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from agent.config.base import Issue
@@ -39,28 +42,123 @@ class ReferenceErrors(ValueError):
         self.problems = problems
 
 
-_PROBE_KINDS = {"http", "tcp", "command", "process", "disk", "file_age", "systemd"}
+M = TypeVar("M", bound=BaseModel)
 
 
-def dotted(loc: tuple[str | int, ...]) -> str:
-    parts = list(loc)
-    # A discriminated union puts the chosen kind into the path (probes.web.http.url);
-    # operators wrote probes.web.url, so that is what we print.
-    if len(parts) > 2 and parts[0] == "probes" and parts[2] in _PROBE_KINDS:
-        del parts[2]
+def validate_as(model: type[M], data: Any, file: str, context: dict[str, Any] | None = None) -> M:
+    """`model` validated from parsed YAML; every problem is a line of the ConfigError."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(problems(exc, model, file)) from None
+
+
+def problems(exc: ValidationError, model: type[BaseModel], file: str) -> list[Problem]:
+    """pydantic's errors for `model` as Problems: paths as the operator wrote them, messages
+    in the operator's words, cross-field problems (ReferenceErrors) each with its own path."""
+    found: list[Problem] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, ReferenceErrors):
+            for where, msg in ctx_error.problems:
+                found.append(Problem(file, _dotted(_written(model, loc + where)[0]), msg))
+        else:
+            written, at = _written(model, loc)
+            found.append(Problem(file, _dotted(written), _message(error, at)))
+    return found
+
+
+def _dotted(parts: list[str | int]) -> str:
     return ".".join(str(p) for p in parts if not str(p).startswith("function-"))
 
 
-def message(error: ErrorDetails) -> str:
+def _message(error: ErrorDetails, at: _Union | None) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required field is missing"
-    if kind == "union_tag_invalid":
-        kind_given = error["input"].get("kind") if isinstance(error["input"], dict) else None
-        return f"unknown kind {kind_given!r} (expected one of: {', '.join(sorted(_PROBE_KINDS))})"
-    if kind == "union_tag_not_found":
-        return "missing `kind` (one of: " + ", ".join(sorted(_PROBE_KINDS)) + ")"
-    msg = str(error["msg"])
-    return msg.removeprefix("Value error, ")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        ctx = error.get("ctx") or {}
+        key = at.key if at else str(ctx.get("discriminator", "kind")).strip("'")
+        tags = sorted(at.members) if at else _quoted(str(ctx.get("expected_tags", "")))
+        if kind == "union_tag_invalid":
+            return f"unknown {key} {ctx.get('tag')!r} (expected one of: {', '.join(tags)})"
+        return f"missing `{key}` (one of: {', '.join(tags)})"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _quoted(text: str) -> list[str]:
+    return sorted(t.strip().strip("'") for t in text.split(",") if t.strip())
+
+
+@dataclass(frozen=True)
+class _Union:
+    """A discriminated union met on the way down a path: its key and its members by tag."""
+
+    key: str
+    members: dict[str, Any]
+
+
+def _written(model: type[BaseModel], loc: tuple[str | int, ...]) -> tuple[list[str | int], Any]:
+    """The path as written in the file, and the union the path ends at (if it does).
+
+    A discriminated union puts the chosen tag into pydantic's path (`probes.web.http.url`):
+    the operator wrote `probes.web.url`, so the tag is left out. Which parts are tags is
+    read from the models along the path, so this holds for every union, wherever it is.
+    """
+    written: list[str | int] = []
+    node: Any = _resolve(model, None)
+    for part in loc:
+        if isinstance(node, _Union) and part in node.members:
+            node = _resolve(node.members[part], None)
+            continue
+        written.append(part)
+        node = _child(node, part)
+    return written, node if isinstance(node, _Union) else None
+
+
+def _resolve(tp: Any, key: str | None) -> Any:
+    """A type without its Annotated wrapper and `None` option; a tagged union as a _Union."""
+    while get_origin(tp) is Annotated:
+        tp, *meta = get_args(tp)
+        for m in meta:
+            if isinstance(getattr(m, "discriminator", None), str):
+                key = m.discriminator
+    if get_origin(tp) in (Union, UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if key is not None:
+            members: dict[str, Any] = {}
+            for option in options:
+                option, _ = _unannotated(option)
+                field = getattr(option, "model_fields", {}).get(key)
+                for tag in get_args(field.annotation) if field else ():
+                    members[str(tag)] = option
+            return _Union(key, members)
+        if len(options) == 1:
+            return _resolve(options[0], None)
+    return tp
+
+
+def _unannotated(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    if get_origin(tp) is Annotated:
+        base, *meta = get_args(tp)
+        return base, tuple(meta)
+    return tp, ()
+
+
+def _child(node: Any, part: str | int) -> Any:
+    """The type one step down from `node` (a model's field, a mapping's value, a list item)."""
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return None
+        key = field.discriminator if isinstance(field.discriminator, str) else None
+        return _resolve(field.annotation, key)
+    origin = get_origin(node)
+    if origin is dict:
+        return _resolve(get_args(node)[1], None)
+    if origin is list:
+        return _resolve(get_args(node)[0], None)
+    return None

@@ -298,3 +298,50 @@ def test_relative_paths_are_beside_the_config_file_not_the_working_directory(tmp
     assert cfg.api.token is not None and cfg.api.token.file == etc / "secrets" / "token"
     assert cfg.probes["beat"].path == etc / "run" / "beat"  # type: ignore[union-attr]
     assert cfg.probes["abs"].path == Path("/run/beat")  # type: ignore[union-attr]
+
+
+def test_every_discriminated_union_gets_paths_and_messages_as_written() -> None:
+    """Not only probes: a union anywhere (in a list, a mapping, an optional field) is
+    reported with the path the operator wrote, without pydantic's tag in it."""
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from agent.config import PositiveDuration, Strict, validate_as
+
+    class Fixed(Strict):
+        kind: Literal["fixed"]
+        every: PositiveDuration
+
+    class Window(Strict):
+        kind: Literal["window"]
+        start: str
+
+    class Job(Strict):
+        when: Annotated[Fixed | Window, Field(discriminator="kind")]
+        retry: Fixed | Window | None = Field(default=None, discriminator="kind")
+
+    class Root(Strict):
+        jobs: dict[str, list[Job]]
+
+    with pytest.raises(ConfigError) as err:
+        validate_as(
+            Root,
+            {
+                "jobs": {
+                    "fixed": [
+                        {"when": {"kind": "fixed", "every": "0s"}},
+                        {"when": {"kind": "cron"}},
+                        {"when": {"start": "x"}},
+                        {"when": {"kind": "window", "start": "x"}, "retry": {"kind": "fixed"}},
+                    ]
+                }
+            },
+            "f.yaml",
+        )
+    assert [str(p) for p in err.value.problems] == [
+        "f.yaml: jobs.fixed.0.when.every: Input should be greater than 0",
+        "f.yaml: jobs.fixed.1.when: unknown kind 'cron' (expected one of: fixed, window)",
+        "f.yaml: jobs.fixed.2.when: missing `kind` (one of: fixed, window)",
+        "f.yaml: jobs.fixed.3.retry.every: required field is missing",
+    ]
