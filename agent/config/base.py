@@ -118,13 +118,50 @@ class CommandStep(Strict):
     timeout: PositiveDuration = 30.0
 
 
+#: Deeper than this, a pattern that compiles here could exceed the recursion limit when the
+#: agent compiles it from deeper in its stack; no sane probe pattern comes close.
+MAX_REGEX_GROUPS = 100
+
+
 def check_regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
+    """A pattern Python compiles, refused with the reason if not (never a traceback: a huge
+    repetition count overflows, a deeply nested one recurses)."""
+    if value is None:
+        return value
+    if _group_depth(value) > MAX_REGEX_GROUPS:
+        raise ValueError(
+            f"invalid regular expression: groups nested more than {MAX_REGEX_GROUPS} deep"
+        )
+    try:
+        re.compile(value)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
     return value
+
+
+def _group_depth(pattern: str) -> int:
+    """How deep `(` nest, outside character classes and escapes."""
+    depth = deepest = i = 0
+    in_class = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 1
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 1
+            i += pattern[i : i + 1] == "^"
+            i += pattern[i : i + 1] == "]"  # right after `[` or `[^`, a `]` is literal
+            continue
+        elif c == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c == ")":
+            depth -= 1
+        i += 1
+    return deepest
 
 
 #: A cross-field problem: where (the dotted path's parts) and what.

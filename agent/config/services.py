@@ -83,23 +83,30 @@ def references(
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    visiting: list[str] = []
+    """The first dependency cycle, as a path that ends where it starts; None if there is none.
+
+    Depth-first without recursion: a chain of a thousand services would pass Python's
+    recursion limit.
+    """
     done: set[str] = set()
-
-    def visit(node: str) -> list[str] | None:
-        if node in visiting:
-            return [*visiting[visiting.index(node) :], node]
-        if node in done or node not in graph:
-            return None
-        visiting.append(node)
-        for nxt in graph[node]:
-            if found := visit(nxt):
-                return found
-        visiting.pop()
-        done.add(node)
-        return None
-
     for start in graph:
-        if found := visit(start):
-            return found
+        if start in done:
+            continue
+        path, on_path = [start], {start}
+        todo = [iter(graph[start])]
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+                todo.pop()
+                continue
+            if nxt in on_path:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt in done or nxt not in graph:
+                continue
+            path.append(nxt)
+            on_path.add(nxt)
+            todo.append(iter(graph[nxt]))
     return None

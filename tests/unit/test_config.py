@@ -345,3 +345,46 @@ def test_every_discriminated_union_gets_paths_and_messages_as_written() -> None:
         "f.yaml: jobs.fixed.2.when: missing `kind` (one of: fixed, window)",
         "f.yaml: jobs.fixed.3.retry.every: required field is missing",
     ]
+
+
+def test_yaml_merge_keys_work_as_safe_load_allows(tmp_path: Path) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text(
+        "probes:\n"
+        "  a: &tcp {kind: tcp, host: db, port: 5432, interval: 2s, timeout: 1s}\n"
+        "  b:\n"
+        "    <<: *tcp\n"
+        "    port: 6432\n"  # the mapping's own key wins over the merged one
+    )
+    cfg = load(f)
+    b = cfg.probes["b"]
+    assert (b.kind, b.host, b.port, b.interval) == ("tcp", "db", 6432, 2.0)  # type: ignore[union-attr]
+    f.write_text(
+        "probes:\n  a: &tcp {kind: tcp, host: db, port: 1}\n  b: {<<: *tcp, port: 2, port: 3}\n"
+    )
+    with pytest.raises(ConfigError, match="duplicate key 'port'"):
+        load(f)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('agent: {state_dir: "/var/\\0lib"}\n', "agent.state_dir: contains a NUL character"),
+        (
+            'probes:\n  w: {kind: command, command: ["a\\0b"]}\n',
+            "probes.w.command.0: contains a NUL character",
+        ),
+        (
+            'probes:\n  "w\\ud800": {kind: tcp, host: h, port: 1}\n',
+            "a key contains a lone surrogate",
+        ),
+        ('agent: {name: "web\\udc00"}\n', "agent.name: contains a lone surrogate"),
+        ('agent: {"na\\x1bme": x}\n', "a key contains a control or other non-printable character"),
+    ],
+)
+def test_strings_nothing_can_carry_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load(f)
+    assert any(expected in str(p) for p in err.value.problems), err.value.problems
