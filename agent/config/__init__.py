@@ -26,8 +26,12 @@ from agent.config.base import (
     Argv,
     CommandStep,
     ConfigPath,
+    Count,
     Duration,
+    Label,
+    Name,
     PositiveDuration,
+    Printable,
     Secret,
     Size,
     Strict,
@@ -35,7 +39,7 @@ from agent.config.base import (
     parse_size,
     read_secret,
 )
-from agent.config.errors import ConfigError, Problem, ReferenceErrors, validate_as
+from agent.config.errors import ConfigError, Problem, ReferenceErrors, printable, validate_as
 from agent.config.groups import Group, GroupHooks, LeaseStoreSection
 from agent.config.loader import parse_yaml, read_yaml
 from agent.config.probes import (
@@ -65,6 +69,7 @@ __all__ = [
     "CommandStep",
     "ConfigError",
     "ConfigPath",
+    "Count",
     "DiskProbe",
     "Duration",
     "FileAgeProbe",
@@ -72,8 +77,11 @@ __all__ = [
     "Group",
     "GroupHooks",
     "HttpProbe",
+    "Label",
     "LeaseStoreSection",
+    "Name",
     "PositiveDuration",
+    "Printable",
     "ProbeBase",
     "ProbeConfig",
     "Problem",
@@ -92,6 +100,7 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "parse_yaml",
+    "printable",
     "read_secret",
     "read_yaml",
     "validate",
@@ -124,7 +133,7 @@ class AgentConfig(Strict):
         problems = [
             *probes.references(self.probes),
             *services.references(self.services, self.runbooks, self.probes),
-            *groups.references(self.groups, self.lease_store, self.services),
+            *groups.references(self.groups, self.lease_store, self.services, self.agent.name),
         ]
         if problems:
             raise ReferenceErrors(problems)

@@ -8,11 +8,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.config.base import ConfigPath, Strict
+from agent.config.base import ConfigPath, Label, Strict
 
 
 class AgentSection(Strict):
-    name: str = Field(default_factory=socket.gethostname)
+    name: Label = Field(default_factory=socket.gethostname)
     state_dir: ConfigPath = Path("/var/lib/hadeck")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -12,16 +12,25 @@ from pydantic_core import ErrorDetails
 from agent.config.base import Issue
 
 
+def printable(text: str) -> str:
+    """`text` safe for a terminal and a log: every character that is not printable (controls
+    such as ESC, line breaks, bidi overrides, lone surrogates) written as its escape, so a
+    hostile key can neither drive the terminal nor split one problem into two lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a config file, printable as one line."""
+    """One thing wrong with a config file, printable as one line (escaped: see `printable`)."""
 
     file: str
     path: str
     message: str
 
     def __str__(self) -> str:
-        return (
+        return printable(
             f"{self.file}: {self.path}: {self.message}"
             if self.path
             else f"{self.file}: {self.message}"

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from agent.config.base import (
+    NAME,
+    NAME_RULE,
     CommandStep,
     ConfigPath,
+    Count,
     Duration,
     Issue,
+    Name,
     PositiveDuration,
     Strict,
+    check_address,
     check_names,
+    http_url,
     unknown,
 )
+from agent.config.errors import ReferenceErrors
 from agent.config.services import Service
 
 
@@ -37,8 +45,8 @@ class Group(Strict):
     expire anywhere, so `ttl` must leave room for a renewal that times out.
     """
 
-    member: str | None = None  # default: agent.name
-    priority: int = Field(default=100, ge=0)
+    member: Name | None = None  # default: agent.name
+    priority: Count = Field(default=100, ge=0)
     service: str
     hooks: GroupHooks
     lag: CommandStep | None = None
@@ -49,13 +57,18 @@ class Group(Strict):
     #: a recovery policy, else one pass of the service's ladder (steps x verify_window).
     failover_after: Duration | None = None
     #: Where other hosts reach this member's public listener (shown in plans and the console).
-    address: str | None = None
+    address: Annotated[str, AfterValidator(check_address)] | None = None
 
-    @model_validator(mode="after")
-    def _timing(self) -> Group:
-        if self.loop_wait <= 0:
-            raise ValueError("loop_wait must be positive")
-        return self
+
+def _endpoint(value: str) -> str:
+    """An etcd client URL: the store adds the API's paths to it, so it has none of its own."""
+    http_url(value)
+    url = urlsplit(value)
+    if url.path not in ("", "/") or url.query or url.fragment or "@" in url.netloc:
+        raise ValueError(
+            f"no path, query or user in an endpoint: {value!r} (write http://HOST:2379)"
+        )
+    return value
 
 
 class LeaseStoreSection(Strict):
@@ -63,17 +76,38 @@ class LeaseStoreSection(Strict):
     #: sqlite: the database file every member on this machine shares.
     path: ConfigPath | None = None
     #: etcd: client URLs of the cluster (its v3 JSON gateway).
-    endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    endpoints: list[Annotated[str, AfterValidator(_endpoint)]] = Field(
+        default_factory=lambda: ["http://127.0.0.1:2379"]
+    )
     prefix: str = "/hadeck"
     timeout: PositiveDuration = 2.0
 
+    @model_validator(mode="after")
+    def _some_endpoint(self) -> LeaseStoreSection:
+        if self.kind == "etcd" and not self.endpoints:
+            raise ReferenceErrors(
+                [(("endpoints",), "etcd needs at least one endpoint (its client URLs)")]
+            )
+        return self
+
 
 def references(
-    groups: dict[str, Group], lease_store: LeaseStoreSection, services: dict[str, Service]
+    groups: dict[str, Group],
+    lease_store: LeaseStoreSection,
+    services: dict[str, Service],
+    agent_name: str,
 ) -> list[Issue]:
     """Names, each group's service, and each group's ttl against its loop and the store."""
     problems = check_names("groups", groups)
     for gname, group in groups.items():
+        if group.member is None and not NAME.fullmatch(agent_name):
+            problems.append(
+                (
+                    ("groups", gname, "member"),
+                    f"the member id defaults to agent.name, {agent_name!r}, which is not a "
+                    f"valid member id ({NAME_RULE}): set `member`",
+                )
+            )
         if group.service not in services:
             problems.append(
                 (("groups", gname, "service"), unknown("service", group.service, services))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import (
     Argv,
     ConfigPath,
+    Count,
     Duration,
     Issue,
     PositiveDuration,
@@ -18,6 +18,7 @@ from agent.config.base import (
     Strict,
     check_names,
     check_regex,
+    http_url,
 )
 from agent.ticks import TICK
 
@@ -31,7 +32,7 @@ class FlapSection(Strict):
     """Too many state changes within `window` mark a probe as flapping."""
 
     window: PositiveDuration = 300.0
-    changes: int = Field(default=6, ge=2)
+    changes: Count = Field(default=6, ge=2)
 
 
 class ProbeBase(Strict):
@@ -61,7 +62,9 @@ class HttpProbe(ProbeBase):
     kind: Literal["http"]
     url: str
     method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
-    expect_status: list[int] = Field(default_factory=lambda: [200])
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200], min_length=1
+    )
     body_regex: str | None = None
     tls_verify: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
@@ -69,23 +72,7 @@ class HttpProbe(ProbeBase):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL")
-        if not value.isascii() or any(c.isspace() or ord(c) < 32 for c in value):
-            raise ValueError(
-                "write the URL in ASCII without spaces: percent-encode the path "
-                "(%20) and give an international host name in its xn-- form"
-            )
-        url = urlsplit(value)
-        if not url.hostname:
-            raise ValueError(f"no host in {value!r}")
-        try:
-            port = url.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {value!r}: {exc}") from None
-        if port == 0:
-            raise ValueError(f"bad port in {value!r}: 0")
-        return value
+        return http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -110,14 +97,14 @@ class HttpProbe(ProbeBase):
 
 class TcpProbe(ProbeBase):
     kind: Literal["tcp"]
-    host: str
+    host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
 
 
 class CommandProbe(ProbeBase):
     kind: Literal["command"]
     command: Argv
-    expect_exit: int = 0
+    expect_exit: int = Field(default=0, ge=0, le=255)
     stdout_regex: str | None = None
 
     @field_validator("stdout_regex")
@@ -128,7 +115,7 @@ class CommandProbe(ProbeBase):
 
 class ProcessProbe(ProbeBase):
     kind: Literal["process"]
-    name: str | None = None
+    name: Annotated[str, Field(min_length=1)] | None = None
     pidfile: ConfigPath | None = None
 
     @model_validator(mode="after")
@@ -159,7 +146,7 @@ class FileAgeProbe(ProbeBase):
 
 class SystemdProbe(ProbeBase):
     kind: Literal["systemd"]
-    unit: str
+    unit: str = Field(min_length=1)
 
 
 ProbeConfig = Annotated[

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from agent.config.base import (
     CommandStep,
+    Count,
     Issue,
     PositiveDuration,
     Strict,
@@ -24,7 +25,9 @@ class Runbook(Strict):
 class Backoff(Strict):
     initial: PositiveDuration = 5.0
     max: PositiveDuration = 300.0
-    multiplier: float = Field(default=2.0, ge=1.0)
+    #: At most 10: `initial x multiplier^n` must stay a float for as many attempts as a
+    #: window holds (the cap is `max`).
+    multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
 
 
 class RecoveryPolicy(Strict):
@@ -39,7 +42,7 @@ class RecoveryPolicy(Strict):
     steps: list[str] = Field(default_factory=lambda: ["restart"], min_length=1)
     verify_window: PositiveDuration = 30.0
     backoff: Backoff = Backoff()
-    max_attempts: int = Field(default=5, ge=1)
+    max_attempts: Count = Field(default=5, ge=1)
     window: PositiveDuration = 3600.0
 
 
