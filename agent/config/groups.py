@@ -59,6 +59,39 @@ class Group(Strict):
     #: Where other hosts reach this member's public listener (shown in plans and the console).
     address: Annotated[str, AfterValidator(check_address)] | None = None
 
+    @model_validator(mode="after")
+    def _hooks_fit_the_margin(self) -> Group:
+        """A primary that cannot renew runs `demote` at its deadline, `loop_wait` before the
+        lease can expire and another member take it (docs/failover.md); `fence` runs after a
+        failed `demote`. Both must have ended by then, or two members act as primary."""
+        margin, hooks = self.loop_wait, self.hooks
+        demote = hooks.demote.timeout
+        remedy = "shorten the hook's timeout, or raise loop_wait (and ttl with it)"
+        if hooks.fence is None and demote > margin:
+            raise ReferenceErrors(
+                [
+                    (
+                        ("hooks", "demote", "timeout"),
+                        f"{demote:g}s is longer than the margin of loop_wait ({margin:g}s): "
+                        "a primary that cannot renew its lease runs demote at its deadline, "
+                        f"loop_wait before another member can take the lease; {remedy}",
+                    )
+                ]
+            )
+        if hooks.fence is not None and demote + hooks.fence.timeout > margin:
+            raise ReferenceErrors(
+                [
+                    (
+                        ("hooks",),
+                        f"demote's timeout and then fence's ({demote + hooks.fence.timeout:g}s) "
+                        f"are longer than the margin of loop_wait ({margin:g}s): fence runs "
+                        "when demote has failed or timed out, and both must end before another "
+                        f"member can take the lease; {remedy}",
+                    )
+                ]
+            )
+        return self
+
 
 def _endpoint(value: str) -> str:
     """An etcd client URL: the store adds the API's paths to it, so it has none of its own."""

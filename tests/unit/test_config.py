@@ -523,6 +523,16 @@ BREAKING = [
     (group(", address: '10.0.0.1'"), "groups.pg.address: expected HOST:PORT"),
     (group(", address: '10.0.0.1:0'"), "groups.pg.address: expected HOST:PORT"),
     (group(", address: 'db_1/x:9441'"), "groups.pg.address: 'db_1/x' is not a host name"),
+    # The timing contract: demote (and then fence) must end inside the margin.
+    (
+        group(hooks="{promote: {command: [p]}, demote: {command: [d]}}"),
+        "groups.pg.hooks.demote.timeout: 30s is longer than the margin of loop_wait (1s)",
+    ),
+    (
+        group(hooks=HOOKS.replace("}}", "}, fence: {command: [f], timeout: 500ms}}")),
+        "groups.pg.hooks: demote's timeout and then fence's (1.5s) are longer than the "
+        "margin of loop_wait (1s)",
+    ),
 ]
 
 
