@@ -49,8 +49,8 @@ def _check_config(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"{args.file}: ok ({len(cfg.probes)} probes, {len(cfg.services)} services, "
-            f"{len(cfg.runbooks)} runbooks, {len(cfg.groups)} groups)"
+            f"{config.printable(args.file)}: ok ({len(cfg.probes)} probes, "
+            f"{len(cfg.services)} services, {len(cfg.runbooks)} runbooks, {len(cfg.groups)} groups)"
         )
     return 0
 

@@ -96,7 +96,10 @@ class Member:
                     "loop_wait": f"{LOOP_WAIT:g}s",
                     "hooks": {
                         "promote": {"command": ["sh", "-c", f"echo primary > {role}"]},
-                        "demote": {"command": ["sh", "-c", f"echo standby > {role}"]},
+                        "demote": {
+                            "command": ["sh", "-c", f"echo standby > {role}"],
+                            "timeout": f"{LOOP_WAIT:g}s",  # within the margin: loop_wait
+                        },
                     },
                 }
             },

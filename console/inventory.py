@@ -12,11 +12,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from agent.config import ConfigError, Duration, Problem, Strict, read_yaml
+from agent.config import (
+    ConfigError,
+    Duration,
+    Label,
+    Printable,
+    Problem,
+    Strict,
+    read_yaml,
+    validate_as,
+)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: `$` would allow a "\n"
 DEFAULT_TOKEN_FILE = Path("/var/lib/hadeck/token")
 
 
@@ -52,7 +61,7 @@ class LocalTarget(Strict):
 
 
 class Host(Strict):
-    labels: dict[str, str] = {}
+    labels: dict[str, Printable] = {}
     agent_port: int = Field(default=9440, ge=1, le=65535)
     ssh: SshTarget | None = None
     local: LocalTarget | None = None
@@ -74,7 +83,7 @@ class Polling(Strict):
 
 
 #: HAProxy's rule for backend and server names (console/haproxy.py checks it again).
-_HAPROXY_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,256}$")
+_HAPROXY_NAME = re.compile(r"[A-Za-z0-9._:-]{1,256}")  # fullmatch, as _NAME
 
 
 class Haproxy(Strict):
@@ -92,7 +101,7 @@ class Haproxy(Strict):
     @model_validator(mode="after")
     def _names(self) -> Haproxy:
         for group, backend in self.backends.items():
-            if not _HAPROXY_NAME.match(backend):
+            if not _HAPROXY_NAME.fullmatch(backend):
                 raise ValueError(
                     f"backends.{group}: {backend!r} is not an HAProxy backend name "
                     "(letters, digits, '.', '_', '-', ':')"
@@ -102,7 +111,7 @@ class Haproxy(Strict):
 
 class Inventory(Strict):
     #: Shown in the header in the warning colour, e.g. "production".
-    environment: str | None = None
+    environment: Label | None = None
     polling: Polling = Polling()
     hosts: dict[str, Host] = Field(min_length=1)
     #: Optional: lets the groups screen drain a member in HAProxy and make it ready again.
@@ -110,30 +119,16 @@ class Inventory(Strict):
 
     @model_validator(mode="after")
     def _names(self) -> Inventory:
-        bad = [n for n in self.hosts if not _NAME.match(n)]
+        bad = [n for n in self.hosts if not _NAME.fullmatch(n)]
         if bad:
             raise ValueError(f"host names must be letters, digits, '.', '_', '-': {bad[0]!r}")
         return self
 
 
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
-
-
 def validate(data: Any, file: str) -> Inventory:
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, "", "the top level must be a mapping with `hosts`")])
-    try:
-        return Inventory.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            kind = error["type"]
-            msg = {"extra_forbidden": "unknown key", "missing": "required field is missing"}.get(
-                kind, str(error["msg"]).removeprefix("Value error, ")
-            )
-            problems.append(Problem(file, _dotted(tuple(error["loc"])), msg))
-        raise ConfigError(problems) from None
+    return validate_as(Inventory, data, file)
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:

@@ -83,7 +83,7 @@ class DemoHost:
                         },
                         "demote": {
                             "command": ["sh", "-c", f"echo standby > {self.dir / 'role'}"],
-                            "timeout": "5s",
+                            "timeout": "1s",  # within the margin check-config demands: loop_wait
                         },
                     },
                 }

@@ -57,7 +57,11 @@ def member_config(
                         "command": ["sh", "-c", f'echo "primary $HADECK_FENCING_TOKEN" > {role}'],
                         "timeout": "5s",
                     },
-                    "demote": {"command": ["sh", "-c", f"echo standby > {role}"], "timeout": "5s"},
+                    # Inside the margin check-config demands: demote ends within loop_wait.
+                    "demote": {
+                        "command": ["sh", "-c", f"echo standby > {role}"],
+                        "timeout": loop_wait,
+                    },
                 },
             }
         },

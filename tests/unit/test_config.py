@@ -298,3 +298,274 @@ def test_relative_paths_are_beside_the_config_file_not_the_working_directory(tmp
     assert cfg.api.token is not None and cfg.api.token.file == etc / "secrets" / "token"
     assert cfg.probes["beat"].path == etc / "run" / "beat"  # type: ignore[union-attr]
     assert cfg.probes["abs"].path == Path("/run/beat")  # type: ignore[union-attr]
+
+
+def test_every_discriminated_union_gets_paths_and_messages_as_written() -> None:
+    """Not only probes: a union anywhere (in a list, a mapping, an optional field) is
+    reported with the path the operator wrote, without pydantic's tag in it."""
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from agent.config import PositiveDuration, Strict, validate_as
+
+    class Fixed(Strict):
+        kind: Literal["fixed"]
+        every: PositiveDuration
+
+    class Window(Strict):
+        kind: Literal["window"]
+        start: str
+
+    class Job(Strict):
+        when: Annotated[Fixed | Window, Field(discriminator="kind")]
+        retry: Fixed | Window | None = Field(default=None, discriminator="kind")
+
+    class Root(Strict):
+        jobs: dict[str, list[Job]]
+
+    with pytest.raises(ConfigError) as err:
+        validate_as(
+            Root,
+            {
+                "jobs": {
+                    "fixed": [
+                        {"when": {"kind": "fixed", "every": "0s"}},
+                        {"when": {"kind": "cron"}},
+                        {"when": {"start": "x"}},
+                        {"when": {"kind": "window", "start": "x"}, "retry": {"kind": "fixed"}},
+                    ]
+                }
+            },
+            "f.yaml",
+        )
+    assert [str(p) for p in err.value.problems] == [
+        "f.yaml: jobs.fixed.0.when.every: Input should be greater than 0",
+        "f.yaml: jobs.fixed.1.when: unknown kind 'cron' (expected one of: fixed, window)",
+        "f.yaml: jobs.fixed.2.when: missing `kind` (one of: fixed, window)",
+        "f.yaml: jobs.fixed.3.retry.every: required field is missing",
+    ]
+
+
+def test_yaml_merge_keys_work_as_safe_load_allows(tmp_path: Path) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text(
+        "probes:\n"
+        "  a: &tcp {kind: tcp, host: db, port: 5432, interval: 2s, timeout: 1s}\n"
+        "  b:\n"
+        "    <<: *tcp\n"
+        "    port: 6432\n"  # the mapping's own key wins over the merged one
+    )
+    cfg = load(f)
+    b = cfg.probes["b"]
+    assert (b.kind, b.host, b.port, b.interval) == ("tcp", "db", 6432, 2.0)  # type: ignore[union-attr]
+    f.write_text(
+        "probes:\n  a: &tcp {kind: tcp, host: db, port: 1}\n  b: {<<: *tcp, port: 2, port: 3}\n"
+    )
+    with pytest.raises(ConfigError, match="duplicate key 'port'"):
+        load(f)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('agent: {state_dir: "/var/\\0lib"}\n', "agent.state_dir: contains a NUL character"),
+        (
+            'probes:\n  w: {kind: command, command: ["a\\0b"]}\n',
+            "probes.w.command.0: contains a NUL character",
+        ),
+        (
+            'probes:\n  "w\\ud800": {kind: tcp, host: h, port: 1}\n',
+            "a key contains a lone surrogate",
+        ),
+        ('agent: {name: "web\\udc00"}\n', "agent.name: contains a lone surrogate"),
+        ('agent: {"na\\x1bme": x}\n', "a key contains a control or other non-printable character"),
+    ],
+)
+def test_strings_nothing_can_carry_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load(f)
+    assert any(expected in str(p) for p in err.value.problems), err.value.problems
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    f = tmp_path / "agent.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load(f)
+    return [str(p).removeprefix(f"{f}: ") for p in err.value.problems]
+
+
+HOOKS = "{promote: {command: [p], timeout: 1s}, demote: {command: [d], timeout: 1s}}"
+GROUP = W + "services:\n  db: {probes: [w]}\ngroups:\n  pg: {service: db, hooks: %s%s}\n"
+
+
+def group(extra: str = "", hooks: str = HOOKS, before: str = "") -> str:
+    return before + GROUP % (hooks, extra)
+
+
+def test_a_valid_group_passes(tmp_path: Path) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text(
+        group(
+            ", member: db-1, address: '10.0.0.1:9441'",
+            before="lease_store: {kind: etcd, endpoints: ['https://etcd-1:2379', "
+            "'http://[::1]:2379/']}\n",
+        )
+    )
+    cfg = load(f)
+    assert cfg.groups["pg"].member == "db-1"
+    assert cfg.lease_store.endpoints == ["https://etcd-1:2379", "http://[::1]:2379/"]
+
+
+# Each passed check-config before and then broke the agent (scheduling, SQLite, the etcd
+# client, exec, a terminal) or made a promise the agent cannot keep.
+BREAKING = [
+    # Durations the scheduler cannot add to now (1e15 s is 31 million years).
+    (
+        "probes:\n  w: {kind: tcp, host: h, port: 1, interval: 1.0e+15, timeout: 1s}\n",
+        "probes.w.interval: a duration must be at most 365d",
+    ),
+    (
+        "probes:\n  w: {kind: tcp, host: h, port: 1, interval: 1" + "0" * 400 + "}\n",
+        "probes.w.interval: a duration must be at most 365d",
+    ),
+    ("resources: {interval: 400d}\n", "resources.interval: a duration must be at most 365d"),
+    ("retention: {events: 1000d}\n", "retention.events: a duration must be at most 365d"),
+    (
+        "probes:\n  w: {kind: file_age, path: /x, max_age: 9999999999999}\n",
+        "probes.w.max_age: a duration must be at most 365d",
+    ),
+    (
+        "runbooks:\n  r: {steps: [{command: [x], timeout: 366d}]}\n",
+        "runbooks.r.steps.0.timeout: a duration must be at most 365d",
+    ),
+    (
+        W + "services:\n  s: {probes: [w], recovery: {window: 1000000000d}}\n",
+        "services.s.recovery.window: a duration must be at most 365d",
+    ),
+    (group(", failover_after: 400d"), "groups.pg.failover_after: a duration must be at most"),
+    # Counts SQLite cannot bind, and growth that overflows a float.
+    (
+        "retention: {max_events: 1" + "0" * 30 + "}\n",
+        "retention.max_events: Input should be less",
+    ),
+    ("retention: {max_probe_results: " + str(2**63) + "}\n", "retention.max_probe_results"),
+    (group(", priority: " + str(2**63)), "groups.pg.priority: Input should be less"),
+    (
+        W + "services:\n  s: {probes: [w], recovery: {backoff: {multiplier: 1.0e+300}}}\n",
+        "services.s.recovery.backoff.multiplier: Input should be less than or equal to 10",
+    ),
+    # Sizes.
+    ("probes:\n  w: {kind: disk, path: /, min_free: -5}\n", "probes.w.min_free: a size cannot"),
+    (
+        "probes:\n  w: {kind: disk, path: /, min_free: '1" + "0" * 400 + "GiB'}\n",
+        "probes.w.min_free: a size must be a finite number of bytes",
+    ),
+    # Status codes and exit codes that cannot happen.
+    (
+        "probes:\n  w: {kind: http, url: 'http://h/', expect_status: []}\n",
+        "probes.w.expect_status: List should have at least 1 item",
+    ),
+    (
+        "probes:\n  w: {kind: http, url: 'http://h/', expect_status: [200, 999]}\n",
+        "probes.w.expect_status.1: Input should be less than or equal to 599",
+    ),
+    (
+        "probes:\n  w: {kind: http, url: 'http://h/', expect_status: [42]}\n",
+        "probes.w.expect_status.0: Input should be greater than or equal to 100",
+    ),
+    (
+        "probes:\n  w: {kind: command, command: [x], expect_exit: 256}\n",
+        "probes.w.expect_exit: Input should be less than or equal to 255",
+    ),
+    (
+        "probes:\n  w: {kind: command, command: [x], expect_exit: -1}\n",
+        "probes.w.expect_exit: Input should be greater than or equal to 0",
+    ),
+    # Empty names the agent would look up for ever.
+    ("api: {token: {env: ''}}\n", "api.token.env: String should have at least 1 character"),
+    ("api: {token: {env: 'A=B'}}\n", "api.token.env: 'A=B' is not an environment variable name"),
+    ("probes:\n  w: {kind: process, name: ''}\n", "probes.w.name: String should have at least"),
+    ("probes:\n  w: {kind: systemd, unit: ''}\n", "probes.w.unit: String should have at least"),
+    # Names: a newline passed the name rule at the end (`$` matches before it).
+    (W + 'services:\n  s: {probes: [w]}\n  "x\\n": {probes: [w]}\n', "services.x\\n: a key"),
+    ('agent: {name: "web-1\\n"}\n', "agent.name: 'web-1\\n' is not printable text"),
+    ('agent: {name: "\\e[31mweb"}\n', "agent.name: '\\x1b[31mweb' is not printable text"),
+    ('agent: {name: ""}\n', "agent.name: String should have at least 1 character"),
+    (group(", member: 'db 1'"), "groups.pg.member: names use letters, digits"),
+    (group(', member: "db-1\\n"'), "groups.pg.member: names use letters, digits"),
+    ("agent: {name: 'web 1'}\n" + group(), "groups.pg.member: the member id defaults to"),
+    # Lease store and addresses.
+    (
+        group(before="lease_store: {kind: etcd, endpoints: []}\n"),
+        "lease_store.endpoints: etcd needs at least one endpoint",
+    ),
+    (
+        group(before="lease_store: {kind: etcd, endpoints: ['10.0.0.1:2379']}\n"),
+        "lease_store.endpoints.0: expected an http:// or https:// URL",
+    ),
+    (
+        group(before="lease_store: {kind: etcd, endpoints: ['ftp://h:2379']}\n"),
+        "lease_store.endpoints.0: expected an http:// or https:// URL",
+    ),
+    (
+        group(before="lease_store: {kind: etcd, endpoints: ['http://h:2379/v3']}\n"),
+        "lease_store.endpoints.0: no path, query or user in an endpoint",
+    ),
+    (
+        group(before="lease_store: {kind: etcd, endpoints: ['http://h:99999']}\n"),
+        "lease_store.endpoints.0: bad port",
+    ),
+    (group(", address: 'not an address'"), "groups.pg.address: expected HOST:PORT"),
+    (group(", address: '10.0.0.1'"), "groups.pg.address: expected HOST:PORT"),
+    (group(", address: '10.0.0.1:0'"), "groups.pg.address: expected HOST:PORT"),
+    (group(", address: 'db_1/x:9441'"), "groups.pg.address: 'db_1/x' is not a host name"),
+    # The timing contract: demote (and then fence) must end inside the margin.
+    (
+        group(hooks="{promote: {command: [p]}, demote: {command: [d]}}"),
+        "groups.pg.hooks.demote.timeout: 30s is longer than the margin of loop_wait (1s)",
+    ),
+    (
+        group(hooks=HOOKS.replace("}}", "}, fence: {command: [f], timeout: 500ms}}")),
+        "groups.pg.hooks: demote's timeout and then fence's (1.5s) are longer than the "
+        "margin of loop_wait (1s)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BREAKING, ids=[e for _, e in BREAKING])
+def test_values_that_would_break_the_agent_are_refused(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    lines = problems_of(tmp_path, text)
+    assert any(expected in line for line in lines), lines
+
+
+def test_a_probe_timeout_longer_than_its_interval_is_refused_with_the_reason(tmp_path):
+    (line,) = problems_of(tmp_path, "probes:\n  w: {kind: tcp, host: h, port: 1, timeout: 20s}\n")
+    assert line == (
+        "probes.w: timeout (20s) must be above 0 and at most the interval (10s), "
+        "so a probe can never pile up behind itself"
+    )
+
+
+def test_control_characters_never_reach_the_terminal_raw(tmp_path: Path) -> None:
+    for argv, name, text in [
+        (["agent.cli", "check-config"], "agent.yaml", 'agent: {"na\\e]0;pwned\\ame": x}\n'),
+        (["agent.cli", "check-config"], "agent.yaml", 'agent: {name: "\\e[2J"}\n'),
+        (["agent.cli", "check-config"], "agent.yaml", 'probes: {"w\\ud800": {kind: tcp}}\n'),
+        (["console.cli", "check-inventory"], "inv.yaml", 'hosts: {"\\e[2J": {}}\n'),
+        (["console.cli", "check-inventory"], "inv.yaml", 'environment: "\\e[5mprod"\nhosts: {}\n'),
+    ]:
+        f = tmp_path / name
+        f.write_text(text)
+        proc = subprocess.run(
+            [sys.executable, "-m", *argv, str(f)], capture_output=True, timeout=30, cwd=ROOT
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and b"Traceback" not in out, out
+        assert b"\x1b" not in out and b"\x07" not in out, out
+        assert b"\\x1b" in out or b"\\ud800" in out, out

@@ -119,3 +119,27 @@ def test_an_haproxy_section_maps_groups_to_backends(tmp_path: Path) -> None:
         f"{f}: haproxy: backends.pg: 'a;b' is not an HAProxy backend name "
         "(letters, digits, '.', '_', '-', ':')"
     ]
+
+
+def test_values_that_would_reach_haproxy_or_the_terminal_raw_are_refused(tmp_path: Path) -> None:
+    hosts = 'hosts:\n  db-1:\n    local: {url: "http://127.0.0.1:9440"}\n'
+    f = str(tmp_path / "inventory.yaml")
+    # `$` matched before a trailing newline: the name went to HAProxy's runtime API with it.
+    lines = problems(write(tmp_path, hosts + 'haproxy: {socket: /x, backends: {pg: "pg\\n"}}\n'))
+    assert lines == [
+        f"{f}: haproxy: backends.pg: 'pg\\n' is not an HAProxy backend name "
+        "(letters, digits, '.', '_', '-', ':')"
+    ]
+    lines = problems(
+        write(
+            tmp_path,
+            'hosts:\n  db-1:\n    labels: {role: "\\e[5mdb"}\n'
+            '    local: {url: "http://127.0.0.1:9440"}\n',
+        )
+    )
+    assert lines == [
+        f"{f}: hosts.db-1.labels.role: '\\x1b[5mdb' is not printable text "
+        "(no control characters, no white space at either end)"
+    ]
+    lines = problems(write(tmp_path, hosts + "polling: {interval: 1.0e+15}\n"))
+    assert lines == [f"{f}: polling.interval: a duration must be at most 365d (a year), got 1e+15s"]

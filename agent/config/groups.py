@@ -1,0 +1,158 @@
+"""The `groups` and `lease_store` sections: this host's part in HA groups, and where leases live."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, model_validator
+
+from agent.config.base import (
+    NAME,
+    NAME_RULE,
+    CommandStep,
+    ConfigPath,
+    Count,
+    Duration,
+    Issue,
+    Name,
+    PositiveDuration,
+    Strict,
+    check_address,
+    check_names,
+    http_url,
+    unknown,
+)
+from agent.config.errors import ReferenceErrors
+from agent.config.services import Service
+
+
+class GroupHooks(Strict):
+    """Commands run on role changes; each gets HADECK_GROUP, HADECK_MEMBER, HADECK_ROLE and
+    (promote) HADECK_FENCING_TOKEN in its environment."""
+
+    promote: CommandStep
+    demote: CommandStep
+    #: Last resort when `demote` fails or times out: make sure this member serves no writes.
+    fence: CommandStep | None = None
+
+
+class Group(Strict):
+    """This host's membership in an HA group: one primary among its members, never two.
+
+    Timing contract (see docs/failover.md): the primary renews its lease every
+    `loop_wait` and stops being primary `safety` seconds before the lease could
+    expire anywhere, so `ttl` must leave room for a renewal that times out.
+    """
+
+    member: Name | None = None  # default: agent.name
+    priority: Count = Field(default=100, ge=0)
+    service: str
+    hooks: GroupHooks
+    lag: CommandStep | None = None
+    max_lag: float | None = Field(default=None, ge=0)
+    ttl: PositiveDuration = 10.0
+    loop_wait: PositiveDuration = 1.0
+    #: How long the primary's service may stay down before it hands over. Default: 0 without
+    #: a recovery policy, else one pass of the service's ladder (steps x verify_window).
+    failover_after: Duration | None = None
+    #: Where other hosts reach this member's public listener (shown in plans and the console).
+    address: Annotated[str, AfterValidator(check_address)] | None = None
+
+    @model_validator(mode="after")
+    def _hooks_fit_the_margin(self) -> Group:
+        """A primary that cannot renew runs `demote` at its deadline, `loop_wait` before the
+        lease can expire and another member take it (docs/failover.md); `fence` runs after a
+        failed `demote`. Both must have ended by then, or two members act as primary."""
+        margin, hooks = self.loop_wait, self.hooks
+        demote = hooks.demote.timeout
+        remedy = "shorten the hook's timeout, or raise loop_wait (and ttl with it)"
+        if hooks.fence is None and demote > margin:
+            raise ReferenceErrors(
+                [
+                    (
+                        ("hooks", "demote", "timeout"),
+                        f"{demote:g}s is longer than the margin of loop_wait ({margin:g}s): "
+                        "a primary that cannot renew its lease runs demote at its deadline, "
+                        f"loop_wait before another member can take the lease; {remedy}",
+                    )
+                ]
+            )
+        if hooks.fence is not None and demote + hooks.fence.timeout > margin:
+            raise ReferenceErrors(
+                [
+                    (
+                        ("hooks",),
+                        f"demote's timeout and then fence's ({demote + hooks.fence.timeout:g}s) "
+                        f"are longer than the margin of loop_wait ({margin:g}s): fence runs "
+                        "when demote has failed or timed out, and both must end before another "
+                        f"member can take the lease; {remedy}",
+                    )
+                ]
+            )
+        return self
+
+
+def _endpoint(value: str) -> str:
+    """An etcd client URL: the store adds the API's paths to it, so it has none of its own."""
+    http_url(value)
+    url = urlsplit(value)
+    if url.path not in ("", "/") or url.query or url.fragment or "@" in url.netloc:
+        raise ValueError(
+            f"no path, query or user in an endpoint: {value!r} (write http://HOST:2379)"
+        )
+    return value
+
+
+class LeaseStoreSection(Strict):
+    kind: Literal["sqlite", "etcd"] = "sqlite"
+    #: sqlite: the database file every member on this machine shares.
+    path: ConfigPath | None = None
+    #: etcd: client URLs of the cluster (its v3 JSON gateway).
+    endpoints: list[Annotated[str, AfterValidator(_endpoint)]] = Field(
+        default_factory=lambda: ["http://127.0.0.1:2379"]
+    )
+    prefix: str = "/hadeck"
+    timeout: PositiveDuration = 2.0
+
+    @model_validator(mode="after")
+    def _some_endpoint(self) -> LeaseStoreSection:
+        if self.kind == "etcd" and not self.endpoints:
+            raise ReferenceErrors(
+                [(("endpoints",), "etcd needs at least one endpoint (its client URLs)")]
+            )
+        return self
+
+
+def references(
+    groups: dict[str, Group],
+    lease_store: LeaseStoreSection,
+    services: dict[str, Service],
+    agent_name: str,
+) -> list[Issue]:
+    """Names, each group's service, and each group's ttl against its loop and the store."""
+    problems = check_names("groups", groups)
+    for gname, group in groups.items():
+        if group.member is None and not NAME.fullmatch(agent_name):
+            problems.append(
+                (
+                    ("groups", gname, "member"),
+                    f"the member id defaults to agent.name, {agent_name!r}, which is not a "
+                    f"valid member id ({NAME_RULE}): set `member`",
+                )
+            )
+        if group.service not in services:
+            problems.append(
+                (("groups", gname, "service"), unknown("service", group.service, services))
+            )
+        floor = 3 * group.loop_wait + lease_store.timeout
+        if group.ttl < floor:
+            problems.append(
+                (
+                    ("groups", gname, "ttl"),
+                    f"ttl ({group.ttl:g}s) must be at least 3 x loop_wait + lease_store.timeout"
+                    f" ({floor:g}s): one loop to renew, one for a renewal that times out, "
+                    "one to demote before the lease can expire elsewhere",
+                )
+            )
+    return problems
