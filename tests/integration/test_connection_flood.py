@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import resource
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.agent import PYTHON, AgentProcess, DemoService, http_probe, restartable
+from tests.support.agent import AgentProcess, DemoService, http_probe, restartable
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,20 +33,11 @@ class LimitedAgent(AgentProcess):
     nofile: int = NOFILE
 
     def start(self) -> LimitedAgent:
-        log = self.log_path.open("ab")
-        nofile = self.nofile
-
-        def limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "agent.cli", "run", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=limit,
-        )
-        wait_for(self._healthy, 20, f"agent on port {self.port} to answer /healthz")
+        # prlimit (util-linux) sets the limit and execs the agent, as systemd's LimitNOFILE.
+        argv = list(self.component.argv)
+        if argv[0] != "prlimit":
+            self.component.argv = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *argv]
+        self.component.start()
         return self
 
 

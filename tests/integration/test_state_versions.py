@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from agent.store import MIGRATIONS
-from tests.support.agent import PYTHON, AgentProcess
+from tests.support.agent import AgentProcess
 from tests.unit.test_store import EARLIER_VERSIONS, FIRST_RELEASES_SCHEMA
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ def test_an_agent_refuses_a_database_from_a_newer_agent_and_leaves_it(tmp_path):
     db.close()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     run = subprocess.run(
-        [PYTHON, "-m", "agent.cli", "run", "--config", str(agent.config_path)],
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(agent.config_path)],
         capture_output=True,
         text=True,
         timeout=60,
