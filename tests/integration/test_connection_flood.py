@@ -95,7 +95,15 @@ def test_idle_connections_leave_probes_recovery_and_the_loopback_api_working(age
         r = agent.post("/api/v1/runbooks/hello/run")
         assert r.status_code == 200 and r.json()["ok"], r.text
         # The public listener itself still serves a newcomer (Prometheus, HAProxy).
-        assert "hadeck_probe_state" in httpx.get(agent.public_url + "/metrics", timeout=5).text
+        # (Within a few seconds: on a loaded machine the first try has been seen to find
+        # no idle connection to replace yet; see the closing note of session 5.)
+        wait_for(
+            lambda: (
+                "hadeck_probe_state" in httpx.get(agent.public_url + "/metrics", timeout=5).text
+            ),
+            10,
+            "the public listener to serve a newcomer during the flood",
+        )
         # Recovery still works: a killed service is detected and restarted.
         old_pid = demo_service.kill()
         wait_for(
