@@ -79,6 +79,7 @@ class Agent:
         self.started_at = self.config_loaded_at = time.time()
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._no_groups: GroupOperations | None = None
 
     # -- the subsystems -------------------------------------------------------
 
@@ -161,10 +162,13 @@ class Agent:
 
     @property
     def group_ops(self) -> GroupOperations:
+        """Without groups, the API's group routes answer 404 from an empty set (built once)."""
         if self.ha is None:
-            from agent.failover.operations import GroupOperations
+            if self._no_groups is None:
+                from agent.failover.operations import GroupOperations
 
-            return GroupOperations({}, self.core.events, self.core.journal)
+                self._no_groups = GroupOperations({}, self.core.events, self.core.journal)
+            return self._no_groups
         return self.ha.operations
 
     # -- lifecycle -----------------------------------------------------------

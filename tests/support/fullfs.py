@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
+from tests.support.components import unavailable
 from tests.support.wait import wait_for
 
 
@@ -57,10 +56,9 @@ class SmallFilesystem:
 
 
 def _mount_failure(message: str) -> None:
-    text = f"cannot mount a small tmpfs for a full-disk test ({message}): run the tests as root"
-    if os.environ.get("CI") == "true":
-        pytest.fail(text, pytrace=False)
-    pytest.skip(text)
+    unavailable(
+        f"cannot mount a small tmpfs for a full-disk test ({message}): run the tests as root"
+    )
 
 
 @contextmanager
