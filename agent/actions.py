@@ -4,10 +4,14 @@ Requests only choose among what the config defines; they never supply a
 command. A refused action (unknown target, already running, dependency down)
 is journaled too (agent/journal.py), so the log shows every attempt, not only the
 ones that ran. An answer says when the action's audit record is not on disk.
+
+Each action's checks are one function that answers a Plan; `dry_run` returns
+it, the real request refuses with its reason or runs what it lists.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
 from typing import Any
 
@@ -17,7 +21,7 @@ from agent.detector import State
 from agent.journal import Event, Journal
 from agent.probes.runner import wire
 from agent.runbooks import run_steps
-from agent.schema import ActionResult, StepOutcome
+from agent.schema import ActionResult, Plan, StepOutcome
 from agent.supervisor import Supervisor
 
 
@@ -106,41 +110,43 @@ class Actions:
             **extra,
         )
 
-    async def restart(self, service: str, actor: str, reason: str) -> ActionResult:
-        params = {"reason": reason}
+    def restart_plan(self, service: str) -> Plan:
         svc = self.supervisor.services.get(service)
         if svc is None:
-            raise await self._refuse(
-                actor, "restart", service, params, 404, f"no service {service!r}"
-            )
+            return _refused("restart", service, 404, f"no service {service!r}")
         if svc.cfg.restart is None:
-            raise await self._refuse(
-                actor,
-                "restart",
-                service,
-                params,
-                409,
-                f"service {service!r} has no restart command in the config",
-            )
+            msg = f"service {service!r} has no restart command in the config"
+            return _refused("restart", service, 409, msg)
+        steps = [shlex.join(svc.cfg.restart.command) + f"  (timeout {svc.cfg.restart.timeout:g}s)"]
+        problem = None
         if svc.lock.locked():
-            raise await self._refuse(
-                actor,
-                "restart",
-                service,
-                params,
-                409,
-                f"a restart or runbook of {service!r} is already running",
-            )
+            problem = f"a restart or runbook of {service!r} is already running"
         down = [d for d in svc.cfg.depends_on if self.supervisor.services[d].state is State.DOWN]
         if down:
+            problem = f"{service!r} depends on {', '.join(down)}, which is down"
+        warnings = []
+        if svc.state is State.UP:
+            warnings.append(f"{service} is up: restarting it interrupts a working service")
+        if svc.ladder is not None and (r := svc.ladder.status()).state not in ("idle", "gave_up"):
+            warnings.append(f"automatic recovery is {r.state}: {r.reason}")
+        return Plan(
+            action="restart",
+            target=service,
+            ok=problem is None,
+            refusal=problem,
+            status=200 if problem is None else 409,
+            steps=steps,
+            warnings=warnings,
+        )
+
+    async def restart(self, service: str, actor: str, reason: str) -> ActionResult:
+        params = {"reason": reason}
+        plan = self.restart_plan(service)
+        if not plan.ok:
             raise await self._refuse(
-                actor,
-                "restart",
-                service,
-                params,
-                409,
-                f"{service!r} depends on {', '.join(down)}, which is down",
+                actor, "restart", service, params, plan.status, plan.refusal or "refused"
             )
+        svc = self.supervisor.services[service]
         started = time.time()
         results = await self.supervisor.run_step(svc, "restart")
         ok = all(r.ok for r in results)
@@ -153,6 +159,33 @@ class Actions:
             ok,
             results[-1].summary(),
             steps=_outcomes(results),
+        )
+
+    def probe_plan(self, probe: str) -> Plan:
+        runner = self.supervisor.probes.get(probe)
+        if runner is None:
+            return _refused("run_probe", probe, 404, f"no probe {probe!r}")
+        return Plan(
+            action="run_probe",
+            target=probe,
+            ok=True,
+            refusal=None,
+            status=200,
+            steps=[f"run the {runner.cfg.kind} probe {probe} once; its result counts as any other"],
+        )
+
+    def runbook_plan(self, name: str) -> Plan:
+        book = self.supervisor.config.runbooks.get(name)
+        if book is None:
+            return _refused("runbook", name, 404, f"no runbook {name!r}")
+        return Plan(
+            action="runbook",
+            target=name,
+            ok=True,
+            refusal=None,
+            status=200,
+            steps=[f"{shlex.join(s.command)}  (timeout {s.timeout:g}s)" for s in book.steps],
+            warnings=[book.description] if book.description else [],
         )
 
     async def run_probe(self, probe: str, actor: str, reason: str) -> ActionResult:
@@ -186,3 +219,7 @@ class Actions:
         return await self._finish(
             actor, "runbook", name, params, started, ok, message, steps=_outcomes(results)
         )
+
+
+def _refused(action: str, target: str, status: int, message: str) -> Plan:
+    return Plan(action=action, target=target, ok=False, refusal=message, status=status, steps=[])

@@ -33,6 +33,7 @@ from agent.api.server import StartupError, bind, server_for
 from agent.audit import AuditLog
 from agent.config import AgentConfig, ConfigError
 from agent.events import EventLog
+from agent.job_runs import JobRuns
 from agent.journal import Journal
 from agent.metrics import Metrics
 from agent.operations import Operations
@@ -96,6 +97,7 @@ class Agent:
         metrics.info.info({"version": __version__, "host": cfg.agent.name})
         metrics.start_time.set(self.started_at)
         events = EventLog(store, metrics)
+        scheduler.job_runs = JobRuns(store)  # recorded jobs: last run and success, in the store
         self.core = Core(
             self.config_path,
             events,
@@ -167,7 +169,9 @@ class Agent:
             if self._no_groups is None:
                 from agent.failover.operations import GroupOperations
 
-                self._no_groups = GroupOperations({}, self.core.events, self.core.journal)
+                self._no_groups = GroupOperations(
+                    {}, self.core.events, self.core.journal, self.core.operations
+                )
             return self._no_groups
         return self.ha.operations
 

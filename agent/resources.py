@@ -84,7 +84,7 @@ class HostResources(Subsystem):
         super().__init__(core, cfg)
         self.latest: Resources = EMPTY
         self._sampling = Blocking()
-        self.jobs = JobSet(core.scheduler, self.name)
+        self.jobs = JobSet(core.scheduler, self.name, core.events)
         self._timing = _timing(cfg)
 
     def start(self) -> None:

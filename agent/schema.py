@@ -8,6 +8,9 @@ older or newer than its own: what the agent sends (`Answer`) ignores fields it
 does not know, and results say what they are in `kind`; what the agent
 receives (`Request`) is validated strictly. Version 1 is every agent from
 before `api_version` was sent (its answers have neither that field nor `kind`).
+Version 3: group switchovers and failovers answer `202` with an operation, and
+every mutating request takes `dry_run` (answered with a `Plan`); a console only
+sends `dry_run` to an agent of version 3 or later (an older one would act).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ Severity = Literal["info", "warning", "critical"]
 
 
 #: The version of this wire format; bumped when a field changes meaning or goes away.
-API_VERSION = 2
+API_VERSION = 3
 
 
 class Answer(BaseModel):
@@ -165,6 +168,9 @@ class AuditRecord(Answer):
 
 class ActionRequest(Request):
     reason: str = Field(default="", max_length=500, description="Why, for the audit log.")
+    dry_run: bool = Field(
+        default=False, description="Change nothing: answer the Plan (what would run, or why not)."
+    )
 
 
 class StepOutcome(Answer):
@@ -256,6 +262,9 @@ class GroupActionRequest(Request):
     confirm: str | None = Field(
         default=None, max_length=100, description="Forced failover: the group's name, typed."
     )
+    dry_run: bool = Field(
+        default=False, description="Change nothing: answer the Plan (what would run, or why not)."
+    )
 
 
 class GroupActionResult(Answer):
@@ -274,6 +283,36 @@ class GroupActionResult(Answer):
 
 
 HostStatus.model_rebuild()
+
+
+class PlanCandidate(Answer):
+    """A member as a handover would weigh it, in the agent's own order."""
+
+    member: str
+    healthy: bool
+    lag: float | None
+    priority: int
+    note: str = Field(description="`eligible`, or why it cannot become primary now.")
+    rank: int | None = Field(description="1 for the one chosen; None when not eligible.")
+
+
+class Plan(Answer):
+    """The answer to `dry_run: true`: what the request would do, or why it would be refused,
+    by the agent's own rules and state at this moment. Nothing changed, nothing audited."""
+
+    kind: Literal["plan"] = "plan"
+    api_version: int = API_VERSION
+    action: str
+    target: str
+    ok: bool = Field(description="The request would be carried out now.")
+    refusal: str | None = Field(description="Why the request would be refused.")
+    status: int = Field(description="What the request would answer: 200, 202, or the 4xx.")
+    steps: list[str] = Field(description="What would run, in order.")
+    warnings: list[str] = Field(default_factory=list)
+    confirm: str | None = Field(default=None, description="The word the request must carry.")
+    from_member: str | None = None
+    to_member: str | None = None
+    candidates: list[PlanCandidate] = Field(default_factory=list)
 
 
 class OperationProgress(Answer):

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from agent import cron
 from agent.audit import AuditLog
-from agent.config import AgentConfig
+from agent.config import AgentConfig, Schedule
 from agent.events import EventLog
 from agent.journal import Journal
 from agent.metrics import Metrics
@@ -84,34 +85,75 @@ class Timing:
         return cls(made, start)
 
 
+def scheduled(where: str, schedule: Schedule) -> Timing:
+    """The timing of a configured schedule; a recorded job's first run is the trigger's."""
+    from agent.scheduler import every, in_seconds
+
+    if schedule.cron is not None:
+        expr = schedule.cron
+        return Timing.of(
+            where,
+            lambda: cron.trigger(expr),
+            lambda: cron.trigger(expr).get_next_fire_time(None, datetime.now(UTC)),
+        )
+    seconds = schedule.every or 0.0
+    return Timing.of(where, lambda: every(seconds), lambda: in_seconds(seconds))
+
+
 @dataclass(frozen=True)
 class Job:
-    """One scheduled job of a subsystem; its id is unique within the subsystem."""
+    """One scheduled job of a subsystem; its id is unique within the subsystem.
+
+    A `recorded` job keeps its last run and last success in the store (agent/job_runs.py):
+    what a backup or a check schedule needs to say when it last worked. With `catch_up`,
+    a run that fell due while the agent was down (or failed before a restart) is made up
+    once at start, and a `job_missed` event says how many fires were missed."""
 
     id: str
     func: Callable[[], Awaitable[Any]]
     timing: Timing
     options: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False
+    catch_up: bool = False
 
 
 class JobSet:
     """A subsystem's jobs on the shared scheduler: only it adds, replaces or removes them."""
 
-    def __init__(self, scheduler: LoopScheduler, owner: str) -> None:
-        self.scheduler, self.owner = scheduler, owner
+    def __init__(self, scheduler: LoopScheduler, owner: str, events: EventLog) -> None:
+        self.scheduler, self.owner, self.events = scheduler, owner, events
         self._ids: set[str] = set()
 
     def replace(self, jobs: Sequence[Job]) -> None:
         self.clear()
         for job in jobs:
-            self.scheduler.add_job(
-                job.func,
-                job.timing.trigger,
-                id=f"{self.owner}:{job.id}",
-                next_run_time=job.timing.first_run,
-                **job.options,
-            )
-            self._ids.add(f"{self.owner}:{job.id}")
+            job_id = f"{self.owner}:{job.id}"
+            if job.recorded:
+                missed = self.scheduler.add_recorded_job(
+                    job_id, job.func, job.timing.trigger, catch_up=job.catch_up, **job.options
+                )
+                if missed is not None:
+                    self.events.emit(
+                        "job_missed",
+                        "warning",
+                        f"job {job_id} missed {missed.fires} run(s) since "
+                        f"{missed.due.isoformat(timespec='seconds')}: running it now",
+                        evidence={
+                            "job": job_id,
+                            "fires": missed.fires,
+                            "due": missed.due.timestamp(),
+                            "last_success": missed.last_success,
+                        },
+                    )
+            else:
+                self.scheduler.add_job(
+                    job.func,
+                    job.timing.trigger,
+                    id=job_id,
+                    next_run_time=job.timing.first_run,
+                    **job.options,
+                )
+            self._ids.add(job_id)
 
     def clear(self) -> None:
         for job_id in self._ids:

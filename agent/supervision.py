@@ -52,7 +52,7 @@ class Supervision(Subsystem):
         super().__init__(core, cfg)
         #: Called with a service's name whenever its state changes (HA groups listen).
         self.listeners: list[Callable[[str], None]] = []
-        self.jobs = JobSet(core.scheduler, self.name)
+        self.jobs = JobSet(core.scheduler, self.name, core.events)
         self._timings = _timings(cfg)
         self.supervisor = self._supervisor(cfg, None, {})
         self.actions = Actions(self.supervisor, core.journal)

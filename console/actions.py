@@ -17,7 +17,7 @@ import re
 import shlex
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ from agent.schema import (
     GroupActionResult,
     GroupMemberStatus,
     GroupStatus,
+    PlanCandidate,
     ProbeStatus,
     Runbook,
     ServiceStatus,
 )
+from agent.schema import Plan as AgentPlan
 from console.agent_client import AgentClient, AgentRefused
 from console.haproxy import AdminState, HaproxyError, HaproxyRuntime
 from console.inventory import Haproxy
@@ -81,6 +83,8 @@ class Plan:
     haproxy: HaproxyCommand | None = None
     #: What the notification and the dialog call it, when "action target on host" misleads.
     heading: str | None = None
+    #: Whose plan this is: the agent's own (`with_agent_plan`), or the console's only.
+    source: str = "the console"
 
     @property
     def title(self) -> str:
@@ -148,66 +152,28 @@ def _primary(gs: GroupStatus) -> GroupMemberStatus | None:
     return next((m for m in gs.members if m.member == gs.leader), None)
 
 
-def best_standby(gs: GroupStatus) -> GroupMemberStatus | None:
-    """The standby a switchover without a target goes to: the agent's own ranking (eligible,
-    lowest lag, then highest priority, then name)."""
-    eligible = [m for m in gs.members if m.member != gs.leader and m.note == "eligible"]
-    eligible.sort(key=lambda m: (m.lag or 0.0, -m.priority, m.member))
-    return eligible[0] if eligible else None
-
-
-def _lag(lag: float | None) -> str:
-    return "lag unknown" if lag is None else f"lag {lag:.1f}s"
-
-
 def switchover(host: str, gs: GroupStatus, to: str | None) -> Plan:
-    """Planned handover from the healthy primary to `to` (None: the best standby, chosen by
-    the agents when it happens). Sent to `host`'s agent; any member's agent takes it."""
+    """Planned handover from the healthy primary to `to` (None: the best standby). Sent to
+    `host`'s agent; any member's agent takes it. What it would do, and whether it would
+    be refused, is the agent's plan (`with_agent_plan`), not a guess made here."""
     g = gs.name
     primary = gs.leader
     if to is not None and to == primary:
         raise ValueError(f"{to} is already the primary of {g}: pick a standby to switch over to")
-    target = next((m for m in gs.members if m.member == to), None) if to else best_standby(gs)
-    warnings = []
-    if gs.paused:
-        warnings.append(f"{g} is paused: the agent refuses a switchover until it is resumed")
-    rec = _primary(gs)
-    if primary is None:
-        warnings.append(f"{g} has no primary: the agent refuses; use a forced failover")
-    elif rec is None or not rec.healthy:
-        warnings.append(
-            f"the primary {primary} is not healthy: the agent refuses; use a forced failover"
-        )
-    if to is not None and target is None:
-        warnings.append(f"{to} has no member record in the lease store: the agent refuses")
-    elif target is not None and target.note != "eligible":
-        warnings.append(f"{target.member} cannot become primary now: {target.note}")
-    elif target is None:
-        warnings.append(f"no standby of {g} is eligible now: the agent refuses")
-    if primary is not None:
-        warnings.append(f"clients connected to {primary} are cut when it demotes")
-    if target is None:
-        who = new = to or "the best standby"
-    else:
-        new = target.member
-        who = f"{new} ({_lag(target.lag)}, priority {target.priority})"
-        if to is None:
-            who = f"the best eligible standby, now {who},"
-    runs = [
-        f"{primary or 'the primary'} runs its demote hook and releases the lease of {g}",
-        f"{who} takes the lease and runs its promote hook",
-        f"HAProxy follows: /groups/{g}/primary answers 200 on {new} only",
-    ]
+    new = to or "the best standby"
     return Plan(
         host,
         "switchover",
         g,
         _group_path(g, "switchover"),
-        runs,
-        warnings,
+        [
+            f"{primary or 'the primary'} runs its demote hook and releases the lease of {g}",
+            f"{new} takes the lease and runs its promote hook",
+            f"routing follows: /groups/{g}/primary answers 200 on {new} only",
+        ],
         timeout=120.0 + 3 * gs.ttl,
         body={"to": to} if to is not None else {},
-        heading=f"switchover {g} from {primary or 'no primary'} to {to or 'the best standby'}",
+        heading=f"switchover {g} from {primary or 'no primary'} to {new}",
     )
 
 
@@ -215,56 +181,19 @@ def failover(host: str, gs: GroupStatus, to: str) -> Plan:
     """Forced promotion of `to` when there is no healthy primary; the operator types the
     group's name. Whatever `to` has not replicated (its lag) may be lost."""
     g = gs.name
-    primary = gs.leader
-    if to == primary:
+    if to == gs.leader:
         raise ValueError(f"{to} already holds the lease of {g}: pick another member to promote")
-    target = next((m for m in gs.members if m.member == to), None)
-    rec = _primary(gs)
-    warnings = []
-    if target is None or target.lag is None:
-        warnings.append(
-            f"{to}'s replication lag is unknown: any data it has not replicated may be lost"
-        )
-    else:
-        warnings.append(
-            f"{to} lags {target.lag:.1f}s behind the primary: up to {target.lag:.1f}s of "
-            "writes it has not replicated may be lost"
-        )
-    if primary is None:
-        warnings.append(f"{g} has no primary (nobody holds the lease)")
-    elif rec is None:
-        warnings.append(f"the primary {primary} is absent: no fresh member record")
-    elif not rec.healthy:
-        warnings.append(f"the primary {primary} is not healthy: {rec.note}")
-    else:
-        warnings.append(
-            f"the primary {primary} is healthy: the agent refuses a forced failover; "
-            "use a switchover (no data loss)"
-        )
-    if target is None:
-        warnings.append(f"{to} has no member record in the lease store: the agent refuses")
-    elif not target.healthy:
-        warnings.append(f"{to} cannot serve: {target.note}; the agent refuses")
-    if gs.paused:
-        warnings.append(f"{g} is paused: a forced failover still goes ahead")
-    runs = []
-    if primary is not None:
-        runs.append(
-            f"{primary} runs its demote hook and releases the lease of {g} if its agent still "
-            f"runs; otherwise the lease expires (ttl {gs.ttl:g}s)"
-        )
-    runs += [
-        f"{to} takes the lease, with a new fencing token, and runs its promote hook, "
-        "even if its lag is over max_lag",
-        f"HAProxy follows: /groups/{g}/primary answers 200 on {to} only",
-    ]
     return Plan(
         host,
         "forced failover",
         g,
         _group_path(g, "failover"),
-        runs,
-        warnings,
+        [
+            f"{gs.leader or 'the old primary'} demotes and releases the lease of {g} if its "
+            f"agent still runs; otherwise the lease expires (ttl {gs.ttl:g}s)",
+            f"{to} takes the lease with a new fencing token and runs its promote hook",
+        ],
+        ["whatever the target has not replicated (its lag) may be lost"],
         type_to_confirm=g,
         timeout=120.0 + 3 * gs.ttl,
         body={"to": to, "confirm": g},
@@ -274,11 +203,6 @@ def failover(host: str, gs: GroupStatus, to: str) -> Plan:
 
 def pause(host: str, gs: GroupStatus) -> Plan:
     g = gs.name
-    warnings = [f"{g} is already paused"] if gs.paused else []
-    warnings.append(
-        "while paused, a failing primary is not replaced: clients wait until it recovers, "
-        "the group is resumed, or an operator forces a failover"
-    )
     return Plan(
         host,
         "pause",
@@ -288,7 +212,6 @@ def pause(host: str, gs: GroupStatus) -> Plan:
             f"set the `paused` flag of {g} in the lease store ({gs.store})",
             "every member stops automatic failover and promotion; state is still reported",
         ],
-        warnings,
         timeout=30.0,
         heading=f"pause {g}",
     )
@@ -296,12 +219,6 @@ def pause(host: str, gs: GroupStatus) -> Plan:
 
 def resume(host: str, gs: GroupStatus) -> Plan:
     g = gs.name
-    warnings = [] if gs.paused else [f"{g} is not paused"]
-    rec = _primary(gs)
-    if gs.paused and (rec is None or not rec.healthy):
-        warnings.append(
-            f"{g} has no healthy primary: the best eligible standby is promoted once resumed"
-        )
     return Plan(
         host,
         "resume",
@@ -311,10 +228,49 @@ def resume(host: str, gs: GroupStatus) -> Plan:
             f"clear the `paused` flag of {g} in the lease store ({gs.store})",
             "automatic failover and promotion are active again",
         ],
-        warnings,
         timeout=30.0,
         heading=f"resume {g}",
     )
+
+
+# -- the agent's own plan ---------------------------------------------------------
+
+
+def _candidate(c: PlanCandidate) -> str:
+    lag = "lag unknown" if c.lag is None else f"lag {c.lag:.1f}s"
+    if c.rank is None:
+        return f"{c.member}: {c.note}"
+    return f"{c.rank}. {c.member} ({lag}, priority {c.priority})"
+
+
+def with_agent_plan(plan: Plan, agent: AgentPlan) -> Plan:
+    """The plan as the agent itself would carry it out now: its steps, its warnings, the
+    standby it would choose (sent as the target, so what is confirmed is what happens:
+    if that standby stops being eligible, the agent refuses instead of picking another)."""
+    runs = list(agent.steps)
+    if agent.candidates:
+        runs.append(
+            "standbys as the agents rank them: " + "; ".join(map(_candidate, agent.candidates))
+        )
+    body, heading = dict(plan.body), plan.heading
+    if agent.action == "switchover" and agent.to_member is not None:
+        body["to"] = agent.to_member
+        heading = (
+            f"switchover {agent.target} from {agent.from_member or 'no primary'} "
+            f"to {agent.to_member}"
+        )
+    return replace(plan, runs=runs, warnings=list(agent.warnings), body=body, heading=heading,
+                   source=f"{plan.host}'s agent")  # fmt: skip
+
+
+def without_agent_plan(plan: Plan, why: str) -> Plan:
+    """The console's description only, and why the agent's own plan is missing."""
+    return replace(
+        plan,
+        warnings=[f"no preview from {plan.host}'s agent ({why}): it checks the request when "
+                  "it gets it, and refuses with the reason", *plan.warnings],
+        source="the console",
+    )  # fmt: skip
 
 
 def _haproxy_plan(

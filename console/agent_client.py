@@ -27,6 +27,7 @@ from agent.schema import (
     HandoverRecord,
     HostStatus,
     Operation,
+    Plan,
     Result,
     sent_api_version,
 )
@@ -36,6 +37,8 @@ M = TypeVar("M")
 
 #: How often an operation (202) is polled while the console waits for its result.
 FOLLOW_POLL = 0.25
+#: The first api_version whose agents answer `dry_run` with a plan.
+DRY_RUN_SINCE = 3
 
 
 class AgentRefused(Exception):
@@ -125,6 +128,28 @@ class AgentClient:
             return self._outcome(self._follow(_OPERATION.validate_json(r.body), timeout))
         return _RESULT.validate_json(r.body)
 
+    def plan(
+        self, path: str, actor: str, timeout: float, body: Mapping[str, Any] | None = None
+    ) -> Plan:
+        """The agent's own plan for a mutating request (`dry_run`): what it would run, or
+        why it would refuse, by its rules and state now. Only for agents of api_version 3
+        or later (DRY_RUN_SINCE): an older one does not know `dry_run`."""
+        headers = {"Authorization": f"Bearer {self.token()}", "X-Hadeck-Actor": actor}
+        r = self.transport.request(
+            "POST", path, body={**(body or {}), "dry_run": True}, headers=headers, timeout=timeout
+        )
+        if r.status == 401:
+            with self._token_lock:
+                self._token = None
+        if r.status != 200:
+            raise AgentRefused(r.status, _error_text(r.json_or_text()))
+        try:
+            return _PLAN.validate_json(r.body)
+        except ValidationError:
+            raise TransportError(
+                f"POST {path} (dry_run): the agent did not answer a plan"
+            ) from None
+
     def operation(self, op_id: str) -> Operation:
         return self._get(f"/api/v1/operations/{quote(op_id, safe='')}", _OPERATION)
 
@@ -161,4 +186,5 @@ _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 _AUDIT: TypeAdapter[list[AuditRecord]] = TypeAdapter(list[AuditRecord])
 _HISTORY: TypeAdapter[list[HandoverRecord]] = TypeAdapter(list[HandoverRecord])
 _OPERATION: TypeAdapter[Operation] = TypeAdapter(Operation)
+_PLAN: TypeAdapter[Plan] = TypeAdapter(Plan)
 _RESULT: TypeAdapter[ActionResult | GroupActionResult] = TypeAdapter(Result)

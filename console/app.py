@@ -22,10 +22,12 @@ from textual.app import App
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.theme import Theme
+from textual.timer import Timer
 
+from agent.schema import sent_api_version
 from console import actions, settings
 from console.actions import Outcome, Plan
-from console.agent_client import AgentClient
+from console.agent_client import DRY_RUN_SINCE, AgentClient, AgentRefused
 from console.fleet import FleetModel
 from console.inventory import Haproxy
 from console.palette import HadeckCommands
@@ -43,6 +45,8 @@ from console.transport import TransportError
 from console.widgets.command_line import CommandLine
 from console.widgets.confirm import ConfirmAction
 
+#: How long the console waits for an agent's plan before showing its own description.
+PREVIEW_TIMEOUT = 5.0
 COMMANDS_HELP = ["fleet", "events", "audit", "groups", "host ", "theme ", "help", "quit"]
 
 
@@ -254,13 +258,52 @@ class HadeckApp(App[None]):
     # -- actions: one path for all ---------------------------------------------
 
     def request_action(self, plan: Plan) -> None:
-        """Every action goes through here: read-only check, confirmation, worker, result."""
+        """Every action goes through here: read-only check, the agent's own plan, the
+        confirmation, a worker, the result."""
         if self.read_only:
             self.notify(
                 f"read-only console: {plan.title} is not allowed", severity="error", timeout=6
             )
             return
+        state = self.model.hosts.get(plan.host)
+        version = sent_api_version(state.status) if state and state.status else 0
+        if plan.haproxy is not None:
+            self._confirm(plan)
+        elif version < DRY_RUN_SINCE:
+            why = f"agent api_version {version}" if version else "not reached yet"
+            self._confirm(actions.without_agent_plan(plan, why))
+        else:
+            # Said only when the agent is slow to answer: usually the dialog is there first.
+            slow = self.set_timer(
+                0.7,
+                lambda: self.notify(f"asking {plan.host} for its plan: {plan.title}", timeout=3),
+            )
+            self.preview(plan, slow)
 
+    @work(thread=True, group="previews", exclusive=True)
+    def preview(self, plan: Plan, slow: Timer) -> None:
+        """The agent's `dry_run` of the request, so the dialog shows its rules, not ours."""
+        try:
+            agent_plan = self.clients[plan.host].plan(
+                plan.path, self.actor, PREVIEW_TIMEOUT, plan.body
+            )
+        except (AgentRefused, TransportError) as exc:
+            self.call_from_thread(slow.stop)
+            self.call_from_thread(self._confirm, actions.without_agent_plan(plan, str(exc)))
+            return
+        self.call_from_thread(slow.stop)
+        if agent_plan.refusal is not None:
+            self.call_from_thread(
+                self.notify,
+                agent_plan.refusal,
+                title=f"{plan.title}: {plan.host}'s agent would refuse",
+                severity="error",
+                timeout=12,
+            )
+            return
+        self.call_from_thread(self._confirm, actions.with_agent_plan(plan, agent_plan))
+
+    def _confirm(self, plan: Plan) -> None:
         def confirmed(reason: str | None) -> None:
             if reason is None:
                 self.notify(f"cancelled: {plan.title}", timeout=3)

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from agent import config
 from agent.api.auth import Operator
 from agent.api.base import NAME, AgentView
-from agent.schema import ActionRequest, ActionResult, ProbeStatus
+from agent.schema import ActionRequest, ActionResult, Plan, ProbeStatus
 
 
 def probe_target(cfg: config.ProbeConfig) -> str:
@@ -67,11 +67,13 @@ def router(agent: AgentView) -> APIRouter:
     async def probes() -> list[ProbeStatus]:
         return probe_status(agent)
 
-    @r.post("/api/v1/probes/{name}/run", response_model=ActionResult)
+    @r.post("/api/v1/probes/{name}/run", response_model=ActionResult | Plan)
     async def run_probe(
         name: NAME, actor: Operator, body: ActionRequest | None = None
-    ) -> ActionResult:
+    ) -> ActionResult | Plan:
         """Run a probe now; its result feeds the detector like a scheduled one."""
+        if body is not None and body.dry_run:
+            return agent.actions.probe_plan(name)
         return await agent.actions.run_probe(name, actor, body.reason if body else "")
 
     return r

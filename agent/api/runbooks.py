@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from agent.api.auth import Operator
 from agent.api.base import NAME, AgentView
-from agent.schema import ActionRequest, ActionResult, Runbook
+from agent.schema import ActionRequest, ActionResult, Plan, Runbook
 
 
 def runbook_list(agent: AgentView) -> list[Runbook]:
@@ -23,11 +23,13 @@ def router(agent: AgentView) -> APIRouter:
     async def runbooks() -> list[Runbook]:
         return runbook_list(agent)
 
-    @r.post("/api/v1/runbooks/{name}/run", response_model=ActionResult)
+    @r.post("/api/v1/runbooks/{name}/run", response_model=ActionResult | Plan)
     async def run_runbook(
         name: NAME, actor: Operator, body: ActionRequest | None = None
-    ) -> ActionResult:
+    ) -> ActionResult | Plan:
         """Run a named runbook's steps in order, stopping at the first failure."""
+        if body is not None and body.dry_run:
+            return agent.actions.runbook_plan(name)
         return await agent.actions.run_runbook(name, actor, body.reason if body else "")
 
     return r

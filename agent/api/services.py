@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from agent.api.auth import Operator
 from agent.api.base import NAME, AgentView
-from agent.schema import ActionRequest, ActionResult, ServiceStatus
+from agent.schema import ActionRequest, ActionResult, Plan, ServiceStatus
 
 
 def service_status(agent: AgentView) -> list[ServiceStatus]:
@@ -33,11 +33,13 @@ def router(agent: AgentView) -> APIRouter:
     async def services() -> list[ServiceStatus]:
         return service_status(agent)
 
-    @r.post("/api/v1/services/{name}/restart", response_model=ActionResult)
+    @r.post("/api/v1/services/{name}/restart", response_model=ActionResult | Plan)
     async def restart(
         name: NAME, actor: Operator, body: ActionRequest | None = None
-    ) -> ActionResult:
+    ) -> ActionResult | Plan:
         """Run the service's configured restart command (refused while one already runs)."""
+        if body is not None and body.dry_run:
+            return agent.actions.restart_plan(name)
         return await agent.actions.restart(name, actor, body.reason if body else "")
 
     return r

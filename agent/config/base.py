@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from agent.cron import Cron
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # fullmatch: `$` would allow a "\n"
@@ -188,6 +190,26 @@ class Secret(Strict):
         if (self.file is None) == (self.env is None):
             raise ValueError("give exactly one of `file` or `env`")
         return self
+
+
+class Schedule(Strict):
+    """When a recurring job runs: `every: 6h`, or `cron: "15 3 * * *"` (UTC: a schedule
+    means the same on every host, whatever its zone, and a DST change skips or doubles
+    nothing). `catch_up`: a run that fell due while the agent was down runs once at start.
+    """
+
+    every: PositiveDuration | None = None
+    cron: Cron | None = None
+    catch_up: bool = True
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of `every` or `cron`")
+        return self
+
+    def describe(self) -> str:
+        return f"cron {self.cron} UTC" if self.cron else f"every {self.every:g}s"
 
 
 def read_secret(secret: Secret) -> str:

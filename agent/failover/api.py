@@ -20,7 +20,14 @@ from agent.failover.lease import LeaseStoreError
 from agent.failover.member import GroupMember
 from agent.failover.operations import GroupOperations, handover_record
 from agent.failover.operations import status as group_status
-from agent.schema import GroupActionRequest, GroupActionResult, GroupStatus, HandoverRecord
+from agent.schema import (
+    GroupActionRequest,
+    GroupActionResult,
+    GroupStatus,
+    HandoverRecord,
+    Operation,
+    Plan,
+)
 
 
 class GroupsView(Protocol):
@@ -99,36 +106,56 @@ def group_router(agent: GroupsView) -> APIRouter:
             raise ApiError(409, f"the lease store does not answer: {exc}") from None
         return [handover_record(e) for e in entries]
 
-    @r.post("/api/v1/groups/{group}/switchover", response_model=GroupActionResult, tags=["groups"])
+    async def handover(
+        action: str, group: str, actor: str, body: GroupActionRequest | None
+    ) -> Plan | JSONResponse:
+        b = body or GroupActionRequest()
+        if b.dry_run:
+            return (await agent.group_ops.plan(action, group, b.to))[1]
+        op = await agent.group_ops.handover(action, group, b.to, actor, b.reason, b.confirm)
+        return JSONResponse(op.model().model_dump(mode="json"), status_code=202)
+
+    async def pausing(
+        group: str, paused: bool, actor: str, body: GroupActionRequest | None
+    ) -> GroupActionResult | Plan:
+        b = body or GroupActionRequest()
+        if b.dry_run:
+            return (await agent.group_ops.plan("pause" if paused else "resume", group))[1]
+        return await agent.group_ops.set_paused(group, paused, actor, b.reason)
+
+    @r.post("/api/v1/groups/{group}/switchover", response_model=Plan,
+            tags=["groups"], responses={202: {"model": Operation}})  # fmt: skip
     async def switchover(
         group: NAME, actor: Operator, body: GroupActionRequest | None = None
-    ) -> GroupActionResult:
-        """Planned handover from the healthy primary to `to` (default: the best standby)."""
-        b = body or GroupActionRequest()
-        return await agent.group_ops.switchover(group, b.to, actor, b.reason)
+    ) -> Plan | JSONResponse:
+        """Planned handover from the healthy primary to `to` (default: the best standby):
+        `202` with the operation that follows it to the target's promotion; refused at once
+        when a precondition fails. `dry_run: true`: the plan (ranking, blockers), `200`."""
+        return await handover("switchover", group, actor, body)
 
-    @r.post("/api/v1/groups/{group}/failover", response_model=GroupActionResult, tags=["groups"])
+    @r.post("/api/v1/groups/{group}/failover", response_model=Plan,
+            tags=["groups"], responses={202: {"model": Operation}})  # fmt: skip
     async def failover(
         group: NAME, actor: Operator, body: GroupActionRequest | None = None
-    ) -> GroupActionResult:
+    ) -> Plan | JSONResponse:
         """Forced promotion of `to` (default: this member) when no healthy primary exists;
-        `confirm` must be the group's name. Data not yet replicated to `to` may be lost."""
-        b = body or GroupActionRequest()
-        return await agent.group_ops.failover(group, b.to, b.confirm, actor, b.reason)
+        `confirm` must be the group's name. Data not yet replicated to `to` may be lost.
+        `202` with its operation; `dry_run: true` answers the plan."""
+        return await handover("failover", group, actor, body)
 
-    @r.post("/api/v1/groups/{group}/pause", response_model=GroupActionResult, tags=["groups"])
+    @r.post("/api/v1/groups/{group}/pause", response_model=GroupActionResult | Plan,
+            tags=["groups"])  # fmt: skip
     async def pause(
         group: NAME, actor: Operator, body: GroupActionRequest | None = None
-    ) -> GroupActionResult:
+    ) -> GroupActionResult | Plan:
         """Maintenance: no automatic failover or promotion; state is still reported."""
-        b = body or GroupActionRequest()
-        return await agent.group_ops.set_paused(group, True, actor, b.reason)
+        return await pausing(group, True, actor, body)
 
-    @r.post("/api/v1/groups/{group}/resume", response_model=GroupActionResult, tags=["groups"])
+    @r.post("/api/v1/groups/{group}/resume", response_model=GroupActionResult | Plan,
+            tags=["groups"])  # fmt: skip
     async def resume(
         group: NAME, actor: Operator, body: GroupActionRequest | None = None
-    ) -> GroupActionResult:
-        b = body or GroupActionRequest()
-        return await agent.group_ops.set_paused(group, False, actor, b.reason)
+    ) -> GroupActionResult | Plan:
+        return await pausing(group, False, actor, body)
 
     return r

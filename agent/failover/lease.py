@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -55,6 +56,13 @@ class MemberRecord:
     def from_json(cls, text: str | bytes) -> MemberRecord:
         data = json.loads(text)
         return cls(**{k: data[k] for k in data if k in cls.__dataclass_fields__})
+
+
+def ranked(records: Iterable[MemberRecord]) -> list[MemberRecord]:
+    """The members that may become primary, best first: the one order every election,
+    switchover and plan uses (lowest lag, then highest priority, then name)."""
+    eligible = [r for r in records if r.healthy and r.note == "eligible"]
+    return sorted(eligible, key=lambda r: (r.lag or 0.0, -r.priority, r.member))
 
 
 @dataclass(frozen=True)

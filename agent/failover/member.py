@@ -39,7 +39,14 @@ from agent import commands
 from agent.audit import AuditLog
 from agent.config import CommandStep, Group
 from agent.events import EventLog
-from agent.failover.lease import Handover, Leader, LeaseStore, LeaseStoreError, MemberRecord
+from agent.failover.lease import (
+    Handover,
+    Leader,
+    LeaseStore,
+    LeaseStoreError,
+    MemberRecord,
+    ranked,
+)
 from agent.metrics import GROUP_ROLES, Metrics
 
 log = logging.getLogger("hadeck.failover")
@@ -83,8 +90,9 @@ class Request:
         if not text:
             return None
         try:
-            return cls(**json.loads(text))
-        except (ValueError, TypeError):
+            data = json.loads(text)
+            return cls(**{k: data[k] for k in data if k in cls.__dataclass_fields__})
+        except (ValueError, TypeError, KeyError):
             return None
 
 
@@ -446,8 +454,7 @@ class GroupMember:
         return time.time() - req.at < 3 * self.cfg.ttl
 
     def _candidates(self) -> list[MemberRecord]:
-        eligible = [m for m in self.members if m.healthy and m.note == "eligible"]
-        return sorted(eligible, key=lambda m: (m.lag or 0.0, -m.priority, m.member))
+        return ranked(self.members)
 
     async def _promotion_progress(self) -> None:
         if self._hook is None or not self._hook.done():

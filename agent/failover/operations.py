@@ -5,6 +5,13 @@ store (a flag the members read each loop), not by calling other hosts. Every
 precondition is checked before anything changes, and a refusal says which one
 failed and what to do instead. Every request, done or refused, is journaled
 (agent/journal.py): audit record, actions row, hadeck_actions_total, event.
+
+The checks are one function per action that reads the lease store and answers
+a Plan, so a `dry_run` and the real request can never disagree: the real one
+acts on the plan it just made, or refuses with the plan's reason. A handover
+outlives its request: it is a long-running operation (agent/operations.py)
+that ends when the target has promoted, and cancelling it withdraws the
+request if the members have not acted on it yet.
 """
 
 from __future__ import annotations
@@ -12,18 +19,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from agent.actions import Refused
 from agent.events import EventLog
-from agent.failover.lease import Handover, LeaseStoreError, MemberRecord
+from agent.failover.lease import Handover, LeaseStoreError, MemberRecord, ranked
 from agent.failover.member import GroupMember, Request
 from agent.journal import Event, Journal
+from agent.operations import Failed, Operation, Operations
 from agent.schema import (
     GroupActionResult,
     GroupMemberStatus,
     GroupStatus,
     HandoverRecord,
+    Plan,
+    PlanCandidate,
 )
 
 
@@ -62,18 +73,209 @@ def _member(r: MemberRecord) -> GroupMemberStatus:
     return GroupMemberStatus(**r.__dict__)
 
 
-class GroupOperations:
-    def __init__(self, members: dict[str, GroupMember], events: EventLog, journal: Journal) -> None:
-        self.members, self.events, self.journal = members, events, journal
+@dataclass(frozen=True)
+class _Seen:
+    """The group as the lease store tells it, read afresh for each request."""
 
-    async def _member(
-        self, group: str, action: str, actor: str, params: dict[str, Any]
-    ) -> GroupMember:
+    leader: str | None
+    records: dict[str, MemberRecord]
+    paused: bool
+
+
+def _candidates(seen: _Seen, chosen: str | None) -> list[PlanCandidate]:
+    """Every member but the primary: the eligible ones first, in the agents' own order (a
+    named target before the rest), then the others with why they cannot take over."""
+    order = [r for r in ranked(seen.records.values()) if r.member != seen.leader]
+    order.sort(key=lambda r: r.member != chosen)  # stable: the rest keep their ranking
+    rest = sorted(
+        (r for r in seen.records.values() if r.member != seen.leader and r not in order),
+        key=lambda r: r.member,
+    )
+    return [
+        PlanCandidate(
+            member=r.member,
+            healthy=r.healthy,
+            lag=r.lag,
+            priority=r.priority,
+            note=r.note,
+            rank=i + 1 if i < len(order) else None,
+        )
+        for i, r in enumerate(order + rest)
+    ]
+
+
+def _lag(lag: float | None) -> str:
+    return "lag unknown" if lag is None else f"lag {lag:.1f}s"
+
+
+def switchover_plan(m: GroupMember, seen: _Seen, to: str | None) -> Plan:
+    """Planned: the healthy primary steps down, a named (or the best) standby takes over."""
+    leader, records = seen.leader, seen.records
+    problem = None
+    if seen.paused:
+        problem = "the group is paused (maintenance): resume it first"
+    elif leader is None:
+        problem = "there is no primary to switch over from: use a failover"
+    elif leader not in records or not records[leader].healthy:
+        problem = f"the primary {leader} is not healthy: use a failover"
+    if problem is None and to is not None:
+        target = records.get(to)
+        if to == leader:
+            problem = f"{to} is already the primary"
+        elif target is None:
+            problem = f"{to} has no fresh member record (agent down or not in the group)"
+        elif target.note != "eligible":
+            problem = f"{to} cannot become primary: {target.note}"
+    if problem is None and to is None:
+        best = [r for r in ranked(records.values()) if r.member != leader]
+        if not best:
+            notes = "; ".join(
+                f"{r.member}: {r.note}" for r in records.values() if r.member != leader
+            )
+            problem = f"no standby can take over ({notes or 'no standbys'})"
+        else:
+            to = best[0].member
+    g = m.group
+    steps = [
+        f"{leader or 'the primary'} runs its demote hook and releases the lease of {g}",
+        f"{to or 'the best standby'}"
+        + (f" ({_lag(records[to].lag)}, priority {records[to].priority})" if to in records else "")
+        + " takes the lease and runs its promote hook",
+        f"routing follows: /groups/{g}/primary answers 200 on {to or 'the new primary'} only",
+    ]
+    warnings = [f"clients connected to {leader} are cut when it demotes"] if leader else []
+    return Plan(
+        action="switchover",
+        target=g,
+        ok=problem is None,
+        refusal=problem,
+        status=202 if problem is None else 409,
+        steps=steps,
+        warnings=warnings,
+        from_member=leader,
+        to_member=to,
+        candidates=_candidates(seen, to),
+    )
+
+
+def failover_plan(m: GroupMember, seen: _Seen, to: str | None) -> Plan:
+    """Forced: there is no healthy primary; promote `to` (default: this member)."""
+    to = to or m.member
+    leader, records = seen.leader, seen.records
+    target = records.get(to)
+    problem = None
+    if leader is not None and leader in records and records[leader].healthy:
+        problem = f"the primary {leader} is healthy: use a switchover (no data loss)"
+    elif target is None:
+        problem = f"{to} has no fresh member record (agent down or not in the group)"
+    elif not target.healthy:
+        problem = f"{to} cannot serve: {target.note}"
+    g = m.group
+    warnings = []
+    if target is None or target.lag is None:
+        warnings.append(
+            f"{to}'s replication lag is unknown: data it has not replicated may be lost"
+        )
+    elif target.lag > 0:
+        warnings.append(
+            f"{to} lags {target.lag:.1f}s behind the primary: up to {target.lag:.1f}s of "
+            "writes it has not replicated may be lost"
+        )
+    if seen.paused:
+        warnings.append(f"{g} is paused: a forced failover still goes ahead")
+    steps = []
+    if leader is not None:
+        steps.append(
+            f"{leader} runs its demote hook and releases the lease of {g} if its agent still "
+            f"runs; otherwise the lease expires (ttl {m.cfg.ttl:g}s)"
+        )
+    steps += [
+        f"{to} takes the lease with a new fencing token and runs its promote hook, "
+        "even if its lag is over max_lag",
+        f"routing follows: /groups/{g}/primary answers 200 on {to} only",
+    ]
+    return Plan(
+        action="failover",
+        target=g,
+        ok=problem is None,
+        refusal=problem,
+        status=202 if problem is None else 409,
+        steps=steps,
+        warnings=warnings,
+        confirm=g,
+        from_member=leader,
+        to_member=to,
+        candidates=_candidates(seen, to),
+    )
+
+
+def pause_plan(m: GroupMember, seen: _Seen, paused: bool) -> Plan:
+    g = m.group
+    if paused:
+        steps = [
+            f"set the `paused` flag of {g} in the lease store",
+            "every member stops automatic failover and promotion; state is still reported",
+        ]
+        warnings = [f"{g} is already paused"] if seen.paused else []
+        warnings.append(
+            "while paused, a failing primary is not replaced: clients wait until it recovers, "
+            "the group is resumed, or an operator forces a failover"
+        )
+    else:
+        steps = [f"clear the `paused` flag of {g}", "automatic failover is active again"]
+        warnings = [] if seen.paused else [f"{g} is not paused"]
+        rec = seen.records.get(seen.leader or "")
+        if seen.leader is None or rec is None or not rec.healthy:
+            warnings.append(f"{g} has no healthy primary: a standby may be promoted at once")
+    return Plan(
+        action="pause" if paused else "resume",
+        target=g,
+        ok=True,
+        refusal=None,
+        status=200,
+        steps=steps,
+        warnings=warnings,
+        from_member=seen.leader,
+        to_member=seen.leader,
+    )
+
+
+class GroupOperations:
+    def __init__(
+        self,
+        members: dict[str, GroupMember],
+        events: EventLog,
+        journal: Journal,
+        operations: Operations,
+    ) -> None:
+        self.members, self.events, self.journal = members, events, journal
+        self.operations = operations
+
+    def _unknown(self, group: str) -> str:
+        return f"no group {group!r} on this host (known: {sorted(self.members)})"
+
+    async def _seen(self, m: GroupMember) -> _Seen:
+        leader = await m.store.leader(m.group)
+        records = {r.member: r for r in await m.store.members(m.group)}
+        paused = await m.store.get_flag(m.group, "paused") is not None
+        return _Seen(leader.member if leader else None, records, paused)
+
+    async def plan(
+        self, action: str, group: str, to: str | None = None
+    ) -> tuple[GroupMember | None, Plan]:
+        """What `action` would do now, by the same checks the request runs."""
         m = self.members.get(group)
         if m is None:
-            msg = f"no group {group!r} on this host (known: {sorted(self.members)})"
-            raise await self._refuse(group, action, actor, params, 404, msg)
-        return m
+            return None, _refusal(action, group, 404, self._unknown(group))
+        try:
+            seen = await self._seen(m)
+        except LeaseStoreError as exc:
+            return m, _refusal(action, group, 409, f"the lease store does not answer: {exc}")
+        if action == "switchover":
+            return m, switchover_plan(m, seen, to)
+        if action == "failover":
+            return m, failover_plan(m, seen, to)
+        return m, pause_plan(m, seen, action == "pause")
 
     async def _refuse(
         self, group: str, action: str, actor: str, params: dict[str, Any], status: int, msg: str
@@ -81,136 +283,131 @@ class GroupOperations:
         entry = await self.journal.refused(actor, f"group_{action}", group, params, msg)
         return Refused(status, "; ".join(filter(None, [msg, entry.note()])))
 
-    async def _fresh(
-        self, m: GroupMember, action: str, actor: str, params: dict[str, Any]
-    ) -> tuple[str | None, dict[str, MemberRecord]]:
-        try:
-            leader = await m.store.leader(m.group)
-            records = {r.member: r for r in await m.store.members(m.group)}
-        except LeaseStoreError as exc:
-            msg = f"the lease store does not answer: {exc}"
-            raise await self._refuse(m.group, action, actor, params, 409, msg) from None
-        return (leader.member if leader else None), records
-
-    async def switchover(
-        self, group: str, to: str | None, actor: str, reason: str
-    ) -> GroupActionResult:
-        """Planned: the healthy primary steps down, a named (or the best) standby takes over."""
-        params = {"to": to, "reason": reason}
-        m = await self._member(group, "switchover", actor, params)
-        leader, records = await self._fresh(m, "switchover", actor, params)
-        paused = await self._paused(m, "switchover", actor, params)
-        problem = None
-        if paused:
-            problem = "the group is paused (maintenance): resume it first"
-        elif leader is None:
-            problem = "there is no primary to switch over from: use a failover"
-        elif leader not in records or not records[leader].healthy:
-            problem = f"the primary {leader} is not healthy: use a failover"
-        if problem is None and to is not None:
-            target = records.get(to)
-            if to == leader:
-                problem = f"{to} is already the primary"
-            elif target is None:
-                problem = f"{to} has no fresh member record (agent down or not in the group)"
-            elif target.note != "eligible":
-                problem = f"{to} cannot become primary: {target.note}"
-        if problem is None and to is None:
-            best = sorted(
-                (r for r in records.values() if r.member != leader and r.note == "eligible"),
-                key=lambda r: (r.lag or 0.0, -r.priority, r.member),
-            )
-            if not best:
-                notes = "; ".join(
-                    f"{r.member}: {r.note}" for r in records.values() if r.member != leader
-                )
-                problem = f"no standby can take over ({notes or 'no standbys'})"
-            else:
-                to = best[0].member
-        if problem is not None:
-            raise await self._refuse(m.group, "switchover", actor, params, 409, problem)
-        return await self._request(m, "switchover", leader, to, actor, reason, params)
-
-    async def failover(
-        self, group: str, to: str | None, confirm: str | None, actor: str, reason: str
-    ) -> GroupActionResult:
-        """Forced: there is no healthy primary; promote `to` (default: this member)."""
-        m = await self._member(group, "failover", actor, {"to": to, "reason": reason})
-        to = to or m.member
-        params = {"to": to, "reason": reason}
-        if confirm != group:
-            msg = f"a forced failover needs confirm={group!r}"
-            raise await self._refuse(group, "failover", actor, params, 400, msg)
-        leader, records = await self._fresh(m, "failover", actor, params)
-        target = records.get(to)
-        problem = None
-        if leader is not None and leader in records and records[leader].healthy:
-            problem = f"the primary {leader} is healthy: use a switchover (no data loss)"
-        elif target is None:
-            problem = f"{to} has no fresh member record (agent down or not in the group)"
-        elif not target.healthy:
-            problem = f"{to} cannot serve: {target.note}"
-        if problem is not None:
-            raise await self._refuse(m.group, "failover", actor, params, 409, problem)
-        return await self._request(m, "failover", leader, to, actor, reason, params)
-
-    async def _paused(
-        self, m: GroupMember, action: str, actor: str, params: dict[str, Any]
-    ) -> bool:
-        try:
-            return await m.store.get_flag(m.group, "paused") is not None
-        except LeaseStoreError as exc:
-            msg = f"the lease store does not answer: {exc}"
-            raise await self._refuse(m.group, action, actor, params, 409, msg) from None
-
-    async def _request(
+    async def handover(
         self,
-        m: GroupMember,
-        kind: str,
-        leader: str | None,
+        action: str,
+        group: str,
         to: str | None,
         actor: str,
         reason: str,
-        params: dict[str, Any],
-    ) -> GroupActionResult:
-        started, t0 = time.time(), time.monotonic()
-        req = Request(kind, to, leader, actor, reason, time.time())
+        confirm: str | None = None,
+    ) -> Operation:
+        """Start a switchover or forced failover: refused at once (journaled) when its plan
+        says so, else the request is in the lease store and the operation follows it."""
+        params = {"to": to, "reason": reason}
+        if group not in self.members:
+            raise await self._refuse(group, action, actor, params, 404, self._unknown(group))
+        if action == "failover" and confirm != group:
+            msg = f"a forced failover needs confirm={group!r}"
+            raise await self._refuse(group, action, actor, params, 400, msg)
+        m, plan = await self.plan(action, group, to)
+        params["to"] = plan.to_member if action == "failover" else to
+        if m is None or not plan.ok:
+            raise await self._refuse(
+                group, action, actor, params, plan.status, plan.refusal or "refused"
+            )
+        req = Request(action, plan.to_member, plan.from_member, actor, reason, time.time())
         try:
             await m.store.set_flag(m.group, "request", req.to_json())
         except LeaseStoreError as exc:
             msg = f"the lease store does not answer: {exc}"
-            raise await self._refuse(m.group, kind, actor, params, 409, msg) from None
+            raise await self._refuse(m.group, action, actor, params, 409, msg) from None
+
+        async def work(op: Operation) -> dict[str, Any]:
+            return await self._follow(op, m, req, params)
+
+        op = self.operations.start(f"group_{action}", group, actor, params, work)
         self.events.emit(
-            f"group_{kind}_requested",
+            f"group_{action}_requested",
             "warning",
-            f"group {m.group}: {kind} from {leader or 'no primary'} to {to} requested by {actor}"
-            + (f": {reason}" if reason else ""),
+            f"group {m.group}: {action} from {req.from_member or 'no primary'} to {req.to} "
+            f"requested by {actor}" + (f": {reason}" if reason else "") + f" ({op.id})",
             service=m.cfg.service,
-            evidence={"request": req.__dict__},
+            evidence={"request": req.__dict__, "operation": op.id},
         )
+        return op
+
+    async def _follow(
+        self, op: Operation, m: GroupMember, req: Request, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Wait for the target's promotion; the journal gets the outcome, whatever it is."""
+        to, leader = req.to, req.from_member
+        started, t0 = time.time(), time.monotonic()
         # The demote and promote hooks, plus a loop on each side and the lease in between.
         deadline = t0 + m.cfg.hooks.demote.timeout + m.cfg.hooks.promote.timeout
         deadline += 3 * m.cfg.ttl
-        holder = leader
-        done = False
-        while time.monotonic() < deadline and not done:
-            await asyncio.sleep(0.1)
-            try:
-                current = await m.store.leader(m.group)
-                # Done when the target has promoted (its hook succeeded), not just taken the key.
-                recent = await m.store.history(m.group, 1)
-            except LeaseStoreError:
-                continue
-            holder = current.member if current else None
-            done = bool(recent) and recent[0].to_member == to and recent[0].at >= req.at
-        ok = done
+        holder, done = leader, False
+        op.report(f"asked {leader or 'the group'} to hand over to {to}", fraction=0.0)
+        try:
+            while time.monotonic() < deadline and not done:
+                await asyncio.sleep(0.1)
+                try:
+                    current = await m.store.leader(m.group)
+                    # Done when the target has promoted (its hook succeeded), not just taken
+                    # the key.
+                    recent = await m.store.history(m.group, 1)
+                except LeaseStoreError:
+                    continue
+                was, holder = holder, current.member if current else None
+                done = bool(recent) and recent[0].to_member == to and recent[0].at >= req.at
+                if holder != was:
+                    step = (
+                        f"{holder} holds the lease, running its promote hook"
+                        if holder
+                        else f"{leader} released the lease"
+                    )
+                    op.report(step, fraction=0.5 if holder is None else 0.75)
+                    self.operations.progressed(op)
+        except asyncio.CancelledError:
+            withdrawn = await self._withdraw(m, req)
+            if op.state == "cancelling":
+                message = (
+                    "cancelled: the request is withdrawn from the lease store; a member that "
+                    "had already begun the handover completes it"
+                    if withdrawn
+                    else "cancelled: stopped following; the members had already taken the "
+                    "request up"
+                ) + f" (lease holder: {holder or 'none'}); see the group's events"
+            else:
+                message = "the agent stopped while following the handover; see the group's events"
+            op.result = await self._finish(op, m, req, params, False, message, started, t0)
+            raise
         duration = time.monotonic() - t0
-        message = (
-            f"{to} is primary after {duration:.1f}s"
-            if ok
-            else f"{to} did not become primary within {deadline - t0:.0f}s "
-            f"(lease holder now: {holder or 'none'}); see the group's events"
-        )
+        if done:
+            message = f"{to} is primary after {duration:.1f}s"
+        else:
+            message = (
+                f"{to} did not become primary within {deadline - t0:.0f}s "
+                f"(lease holder now: {holder or 'none'}); see the group's events"
+            )
+        result = await self._finish(op, m, req, params, done, message, started, t0)
+        if not done:
+            raise Failed(result["message"], result)
+        return result
+
+    async def _withdraw(self, m: GroupMember, req: Request) -> bool:
+        """Clear the request flag if it is still this request; True when it was."""
+        try:
+            if Request.parse(await m.store.get_flag(m.group, "request")) == req:
+                await m.store.set_flag(m.group, "request", None)
+                return True
+        except LeaseStoreError:
+            pass
+        return False
+
+    async def _finish(
+        self,
+        op: Operation,
+        m: GroupMember,
+        req: Request,
+        params: dict[str, Any],
+        ok: bool,
+        message: str,
+        started: float,
+        t0: float,
+    ) -> dict[str, Any]:
+        kind, actor = req.kind, req.actor
+        duration = time.monotonic() - t0
         entry = await self.journal.finished(
             actor,
             f"group_{kind}",
@@ -228,26 +425,31 @@ class GroupOperations:
                 service=m.cfg.service,
                 evidence={"actor": actor, "params": params},
             ),
+            operation=op.id,
         )
+        if ok:
+            op.report(message, fraction=1.0)
         return GroupActionResult(
             ok=ok,
             action=kind,
             group=m.group,
             actor=actor,
             message="; ".join(filter(None, [message, entry.note()])),
-            from_member=leader,
-            to_member=to,
+            from_member=req.from_member,
+            to_member=req.to,
             duration_seconds=round(duration, 3),
             audit_seq=entry.seq,
             audit_error=entry.error,
-        )
+        ).model_dump(mode="json")
 
     async def set_paused(
         self, group: str, paused: bool, actor: str, reason: str
     ) -> GroupActionResult:
         action = "pause" if paused else "resume"
         params = {"reason": reason}
-        m = await self._member(group, action, actor, params)
+        m = self.members.get(group)
+        if m is None:
+            raise await self._refuse(group, action, actor, params, 404, self._unknown(group))
         started = time.time()
         value = json.dumps({"actor": actor, "reason": reason, "at": started}) if paused else None
         try:
@@ -292,3 +494,7 @@ class GroupOperations:
             audit_seq=entry.seq,
             audit_error=entry.error,
         )
+
+
+def _refusal(action: str, group: str, status: int, message: str) -> Plan:
+    return Plan(action=action, target=group, ok=False, refusal=message, status=status, steps=[])

@@ -59,7 +59,7 @@ class HaGroups(Subsystem):
             )
             for name, group in cfg.groups.items()
         }
-        self.operations = GroupOperations(self.members, core.events, core.journal)
+        self.operations = GroupOperations(self.members, core.events, core.journal, core.operations)
         supervision.listeners.append(self._service_changed)
 
     def _service_changed(self, service: str) -> None:

@@ -61,7 +61,7 @@ class ConfirmAction(ModalScreen[str | None]):
                     yield Label(f"HAProxy runtime API: {p.haproxy.socket} (from this console)")
                 if p.body:
                     yield Label(f"request body: {_body(p.body)}", id="body")
-                yield Label("will run:")
+                yield Label("will run:" if p.haproxy else f"will run (plan of {p.source}):")
                 yield Static(Text("\n".join(p.runs)), classes="runs", id="runs")
             yield Input(placeholder="reason (for the audit log, optional)", id="reason")
             if p.type_to_confirm:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import httpx
 import pytest
 
@@ -66,6 +68,27 @@ def test_restart_is_audited_with_the_operator_and_reason(agent, demo_service):
     assert record["seq"] == result["audit_seq"]
     event = agent.wait_event("action_restart")
     assert "alice" in event["message"]
+
+
+def test_a_dry_run_answers_the_plan_and_runs_nothing(agent, demo_service):
+    old_pid = demo_service.pid()
+    audited = len(agent.get("/api/v1/audit"))
+    dry = {"dry_run": True, "reason": "what would happen?"}
+    plan = agent.post("/api/v1/services/web/restart", json=dry).json()
+    assert (plan["kind"], plan["ok"], plan["status"]) == ("plan", True, 200), plan
+    assert plan["steps"][0].startswith(shlex.join(demo_service.start_argv()))
+    assert any("web is up" in w for w in plan["warnings"])
+    book = agent.post("/api/v1/runbooks/hello/run", json=dry).json()
+    assert book["steps"] == ["echo hello  (timeout 5s)"] and book["warnings"] == ["says hello"]
+    missing = agent.post("/api/v1/services/nope/restart", json=dry)
+    assert missing.status_code == 200, missing.text
+    assert (missing.json()["ok"], missing.json()["status"]) == (False, 404)
+    assert agent.post("/api/v1/probes/web/run", json=dry).json()["kind"] == "plan"
+    # Nothing ran, nothing was audited; a dry run still needs the token like the real one.
+    assert demo_service.pid() == old_pid
+    assert len(agent.get("/api/v1/audit")) == audited
+    r = httpx.post(agent.url + "/api/v1/services/web/restart", json=dry, timeout=10)
+    assert r.status_code == 401
 
 
 def test_runbook_and_probe_run_now(agent):

@@ -14,7 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.schema import GroupActionResult
+from console import actions
+from console.agent_client import AgentClient
 from console.demo.component import stop_all
+from console.transport.local import LocalTransport
 from tests.support.agent import AgentProcess, DemoService
 from tests.support.etcd import EtcdServer
 from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config, primary_again
@@ -173,16 +177,103 @@ def test_switchover_to_a_named_standby_and_refusals(group: Start) -> None:
             actor="alice",
             json={"to": target.name, "reason": "kernel upgrade on " + first.name},
         )
-        assert r.status_code == 200, r.text
-        result = r.json()
-        assert result["ok"] and result["from_member"] == first.name
-        assert result["to_member"] == target.name
+        op = target.agent.finished(r)
+        assert (op["type"], op["actor"], op["state"]) == ("group_switchover", "alice", "succeeded")
+        result = op["result"]
+        assert result["kind"] == "group_action" and result["ok"], op
+        assert (result["from_member"], result["to_member"]) == (first.name, target.name)
         assert one_primary(members) is target
         history = target.agent.get(f"/api/v1/groups/{GROUP}/history")[0]
         assert (history["kind"], history["actor"]) == ("switchover", "alice")
         assert set(history["steps"]) == {"detect", "acquire", "promote"}
+        # The operation's id is in its audit record and in its events.
         audit = target.agent.get("/api/v1/audit")
-        assert any(a["action"] == "group_switchover" and a["actor"] == "alice" for a in audit)
+        done = [a for a in audit if a["action"] == "group_switchover" and a["actor"] == "alice"]
+        assert [a["params"].get("operation") for a in done] == [op["id"]]
+        for kind in ("group_switchover_requested", "group_switchover_finished"):
+            assert target.agent.wait_event(kind)["evidence"]["operation"] == op["id"]
+        metrics = target.agent.text("/metrics")
+        assert 'hadeck_actions_total{action="group_switchover",result="ok"} 1.0' in metrics
+
+
+def test_a_dry_run_answers_the_agents_plan_and_changes_nothing(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        for m in members:
+            wait_for(lambda m=m: len(m.status()["members"]) == 3, 10, f"{m.name} sees every member")
+        standbys = [m for m in members if m is not first]
+        path = f"/api/v1/groups/{GROUP}/switchover"
+        audited = len(first.agent.get("/api/v1/audit"))
+        plan = first.agent.post(path, json={"dry_run": True}).json()
+        # Equal lag: the higher priority (m1 100, m2 99, m3 98) is the agents' choice.
+        best = min(standbys, key=lambda m: int(m.name[1:]))
+        assert (plan["kind"], plan["ok"], plan["status"]) == ("plan", True, 202), plan
+        assert (plan["from_member"], plan["to_member"]) == (first.name, best.name)
+        assert [c["member"] for c in plan["candidates"]] == sorted(m.name for m in standbys)
+        assert [c["rank"] for c in plan["candidates"]] == [1, 2]
+        named = first.agent.post(path, json={"dry_run": True, "to": standbys[1].name}).json()
+        assert named["to_member"] == standbys[1].name
+        assert named["candidates"][0] == {**named["candidates"][0], "rank": 1}
+        assert named["candidates"][0]["member"] == standbys[1].name
+        refused = first.agent.post(path, json={"dry_run": True, "to": "nobody"}).json()
+        assert (refused["ok"], refused["status"]) == (False, 409)
+        assert "no fresh member record" in refused["refusal"]
+        forced = first.agent.post(f"/api/v1/groups/{GROUP}/failover", json={"dry_run": True})
+        assert forced.status_code == 200, forced.text
+        assert forced.json()["confirm"] == GROUP and "is healthy" in forced.json()["refusal"]
+        unknown = first.agent.post("/api/v1/groups/nosuch/pause", json={"dry_run": True}).json()
+        assert (unknown["ok"], unknown["status"]) == (False, 404)
+        # Nothing moved and nothing was audited: a plan is not an action.
+        assert one_primary(members) is first
+        assert not any(m.status()["request"] for m in members)
+        assert not first.status()["paused"]
+        assert len(first.agent.get("/api/v1/audit")) == audited
+
+
+def test_the_console_shows_the_agents_plan_then_follows_the_operation(group: Start) -> None:
+    """The console's path, against real agents: dry run, confirm what it said, 202, result."""
+    members = group()
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        for m in members:
+            wait_for(lambda m=m: len(m.status()["members"]) == 3, 10, f"{m.name} sees every member")
+        other = next(m for m in members if m is not first)
+        a = other.agent
+        client = AgentClient(LocalTransport(a.url, a.state_dir / "token"))
+        gs = next(g for g in client.status().groups if g.name == GROUP)
+        asked = actions.switchover(other.name, gs, None)
+        plan = actions.with_agent_plan(asked, client.plan(asked.path, "dave", 10, asked.body))
+        chosen = plan.body["to"]
+        assert chosen in {m.name for m in members} - {first.name}
+        assert plan.title == f"switchover {GROUP} from {first.name} to {chosen}"
+        outcome = actions.execute(client, plan, "dave", "from the console")
+        assert outcome.ok, outcome.message
+        assert isinstance(outcome.result, GroupActionResult)
+        assert outcome.result.to_member == chosen and outcome.message.startswith(chosen)
+        assert one_primary(members).name == chosen
+
+
+def test_a_cancelled_switchover_is_journaled_and_leaves_one_primary(group: Start) -> None:
+    members = group()
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        for m in members:
+            wait_for(lambda m=m: len(m.status()["members"]) == 3, 10, f"{m.name} sees every member")
+        r = first.agent.post(f"/api/v1/groups/{GROUP}/switchover", actor="carol", json={})
+        assert r.status_code == 202, r.text
+        op_id = r.json()["id"]
+        cancel = first.agent.post(f"/api/v1/operations/{op_id}/cancel", actor="carol")
+        assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled", cancel.text
+        assert "cancelled" in cancel.json()["result"]["message"]
+        # Whether the request was withdrawn in time or a member had begun the handover, the
+        # group settles on one primary and no request is left behind.
+        wait_for(lambda: one_primary(members), 20, "one primary")
+        wait_for(lambda: not any(m.status()["request"] for m in members), 20, "no request")
+        audit = first.agent.get("/api/v1/audit")
+        done = [a for a in audit if a["action"] == "group_switchover"]
+        assert [(a["params"]["operation"], a["result"]["ok"]) for a in done] == [(op_id, False)]
+        assert any(a["action"] == "operation_cancel" and a["target"] == op_id for a in audit)
 
 
 def test_paused_group_takes_no_automatic_action_until_resumed(group: Start) -> None:
@@ -242,7 +333,8 @@ def test_forced_failover_needs_the_group_name_and_no_healthy_primary(group: Star
         forced = other.agent.post(
             path, actor="bob", json={"confirm": GROUP, "reason": "primary disk dead"}
         )
-        assert forced.status_code == 200 and forced.json()["ok"], forced.text
+        op = other.agent.finished(forced)
+        assert op["state"] == "succeeded" and op["result"]["ok"], op
         assert one_primary(members) is other
         history = other.agent.get(f"/api/v1/groups/{GROUP}/history")[0]
         assert (history["kind"], history["actor"], history["to_member"]) == (

@@ -92,6 +92,17 @@ class AgentProcess:
         headers = {"Authorization": f"Bearer {token or self.token}", "X-Hadeck-Actor": actor}
         return httpx.post(self.url + path, headers=headers, json=json, timeout=60)
 
+    def finished(self, answer: httpx.Response, timeout: float = 30) -> dict[str, Any]:
+        """A `202`'s operation, followed until it ends."""
+        assert answer.status_code == 202, answer.text
+        op_id = answer.json()["id"]
+
+        def ended() -> dict[str, Any] | None:
+            op: dict[str, Any] = self.get(f"/api/v1/operations/{op_id}")
+            return op if op["state"] not in ("running", "cancelling") else None
+
+        return wait_for(ended, timeout, f"operation {op_id} to end")
+
     def events(self, kind: str | None = None, **match: Any) -> list[dict[str, Any]]:
         found = self.get("/api/v1/events", limit=1000)
         return [

@@ -8,8 +8,11 @@ against a real agent in tests/integration.
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from typing import Any
+
+from pydantic import BaseModel
 
 from agent.schema import (
     ActionResult,
@@ -20,6 +23,10 @@ from agent.schema import (
     GroupStatus,
     HandoverRecord,
     HostStatus,
+    Operation,
+    OperationProgress,
+    Plan,
+    PlanCandidate,
     ProbeResult,
     ProbeStatus,
     RecoveryStatus,
@@ -199,8 +206,10 @@ def host_status(
 class FakeTransport(Transport):
     """Answers like an agent would, from a HostStatus; records every POST.
 
-    Group actions (`/api/v1/groups/<g>/<action>`) succeed at once with a GroupActionResult
-    naming the requested target; `/history` answers HANDOVERS.
+    Group actions (`/api/v1/groups/<g>/<action>`) succeed: a switchover or failover answers
+    202 with an operation that has ended when first asked for, pause and resume a
+    GroupActionResult at once, naming the requested target; `/history` answers HANDOVERS.
+    `dry_run` answers a Plan (a group's: its standbys ranked as listed).
     """
 
     def __init__(self, name: str, status: HostStatus, events: list[Event] | None = None) -> None:
@@ -209,8 +218,10 @@ class FakeTransport(Transport):
         self.events = events or []
         self.describe = f"fake://{name}"
         self.posts: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = []
+        self.plans: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = []
         self.reachable = True
         self.lock = threading.Lock()
+        self.operations: dict[str, Operation] = {}
 
     def request(
         self,
@@ -224,8 +235,9 @@ class FakeTransport(Transport):
         if not self.reachable:
             raise TransportError(f"{self.name}: connection refused")
         if method == "POST":
-            with self.lock:
-                self.posts.append((path, body, dict(headers or {})))
+            with self.lock:  # a dry run changes nothing: it is not among the posts
+                sent = self.plans if (body or {}).get("dry_run") else self.posts
+                sent.append((path, body, dict(headers or {})))
             if path.startswith("/api/v1/groups/"):
                 _, _, _, _, group, action = path.split("/")
                 gs = next((g for g in self.status.groups if g.name == group), None)
@@ -236,6 +248,8 @@ class FakeTransport(Transport):
                 to = (body or {}).get("to") or (
                     leader if action in ("pause", "resume") else standby
                 )
+                if (body or {}).get("dry_run"):
+                    return _json(_group_plan(action, group, leader, to, members))
                 done = GroupActionResult(
                     ok=True,
                     action=action,
@@ -249,7 +263,26 @@ class FakeTransport(Transport):
                     duration_seconds=2.1,
                     audit_seq=2,
                 )
+                if action in ("switchover", "failover"):
+                    op = _operation(f"group_{action}", group, done)
+                    self.operations[op.id] = op
+                    return Response(
+                        202, op.model_copy(update={"state": "running"}).model_dump_json().encode()
+                    )
                 return Response(200, done.model_dump_json().encode())
+            if (body or {}).get("dry_run"):
+                target = path.split("/")[-2]
+                svc = next((x for x in self.status.services if x.name == target), None)
+                argv = svc.restart_command if svc and svc.restart_command else ["true"]
+                plan = Plan(
+                    action=path.split("/")[-1],
+                    target=target,
+                    ok=True,
+                    refusal=None,
+                    status=200,
+                    steps=[shlex.join(argv)],
+                )
+                return _json(plan)
             result = ActionResult(
                 ok=True,
                 action="restart",
@@ -261,6 +294,9 @@ class FakeTransport(Transport):
                 audit_seq=1,
             )
             return Response(200, result.model_dump_json().encode())
+        if path.startswith("/api/v1/operations/"):
+            found = self.operations.get(path.rsplit("/", 1)[-1])
+            return _json(found) if found else Response(404, b'{"error": "no operation"}')
         if path.startswith("/api/v1/status"):
             return Response(200, self.status.model_dump_json().encode())
         if path.startswith("/api/v1/events"):
@@ -323,3 +359,64 @@ def fleet(
             t.describe,
         )
     return model, clients, transports
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(200, model.model_dump_json().encode())
+
+
+def _operation(type: str, target: str, result: GroupActionResult) -> Operation:
+    return Operation(
+        id=f"op-{len(target):012x}",
+        type=type,
+        target=target,
+        actor=result.actor,
+        params={},
+        state="succeeded",
+        created_at=NOW,
+        finished_at=NOW + result.duration_seconds,
+        duration_seconds=result.duration_seconds,
+        progress=OperationProgress(message=result.message, fraction=1.0),
+        result=result.model_dump(mode="json"),
+        error=None,
+    )
+
+
+def _group_plan(
+    action: str, group: str, leader: str | None, to: str | None, members: list[GroupMemberStatus]
+) -> Plan:
+    """Worded as the agent words it (agent/failover/operations.py), without its checks."""
+    handover = action in ("switchover", "failover")
+    target = next((m for m in members if m.member == to), None)
+    steps = [f"{leader} runs its demote hook and releases the lease of {group}"]
+    if target is not None:
+        steps.append(
+            f"{to} (lag {target.lag or 0:.1f}s, priority {target.priority}) takes the lease and "
+            "runs its promote hook"
+        )
+    warnings = []
+    if action == "failover" and target is not None and target.lag:
+        warnings.append(
+            f"{to} lags {target.lag:.1f}s behind the primary: up to {target.lag:.1f}s of writes "
+            "it has not replicated may be lost"
+        )
+    elif action == "switchover" and leader:
+        warnings.append(f"clients connected to {leader} are cut when it demotes")
+    standbys = [m for m in members if m.member != leader]
+    return Plan(
+        action=action,
+        target=group,
+        ok=True,
+        refusal=None,
+        status=202 if handover else 200,
+        steps=steps,
+        warnings=warnings,
+        confirm=group if action == "failover" else None,
+        from_member=leader,
+        to_member=to,
+        candidates=[
+            PlanCandidate(member=m.member, healthy=m.healthy, lag=m.lag, priority=m.priority,
+                          note=m.note, rank=i + 1)
+            for i, m in enumerate(standbys)
+        ] if handover else [],
+    )  # fmt: skip

@@ -78,11 +78,17 @@ async def test_restart_asks_first_and_carries_the_operator(make_app: Callable[..
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         await pilot.press("enter", "r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
         assert isinstance(app.screen, ConfirmAction)
+        # The agent's own plan (dry_run), not the console's guess.
         assert app.screen.plan.runs == ["systemctl restart web.service"]
+        assert app.screen.plan.source == "web-03's agent"
+        assert [p[0] for p in transports["web-03"].plans] == ["/api/v1/services/web/restart"]
         await pilot.press("escape")  # cancelled: nothing sent
         assert transports["web-03"].posts == []
-        await pilot.press("r", *"oom again", "enter")
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
+        await pilot.press(*"oom again", "enter")
 
         def acted() -> bool:
             """the restart's outcome"""
@@ -231,6 +237,7 @@ async def test_switchover_shows_the_target_and_sends_it_to_the_rows_agent(
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         await pilot.press("g", "down", "s")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
         dialog = app.screen
         assert isinstance(dialog, ConfirmAction)
         assert dialog.plan.host == "db-04" and dialog.plan.body == {"to": "db-04"}
@@ -242,7 +249,9 @@ async def test_switchover_shows_the_target_and_sends_it_to_the_rows_agent(
         assert body == 'request body: {"to": "db-04", "reason": <below>}'
         await pilot.press("escape")  # cancelled: nothing sent
         assert all(t.posts == [] for t in transports.values())
-        await pilot.press("s", *"kernel update", "enter")
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
+        await pilot.press(*"kernel update", "enter")
         await finished(pilot, app)
         path, sent, headers = transports["db-04"].posts[0]
         assert path == "/api/v1/groups/pg/switchover"
@@ -250,10 +259,16 @@ async def test_switchover_shows_the_target_and_sends_it_to_the_rows_agent(
         assert headers["X-Hadeck-Actor"] == "alice@bastion"
         outcome = app.outcomes[0]
         assert outcome.ok and isinstance(outcome.result, GroupActionResult)
-        # On the primary's row: to the best standby, chosen by the agents.
+        # The operation (202) was followed to its result.
+        assert outcome.message == "db-04 is primary after 2.1s"
+        # On the primary's row: to the best standby as the agent ranks it, sent as the
+        # target, so what is confirmed is what happens.
         await pilot.press("up", "s")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
         assert isinstance(app.screen, ConfirmAction)
-        assert app.screen.plan.host == "db-01" and app.screen.plan.body == {}
+        assert app.screen.plan.host == "db-01" and app.screen.plan.body == {"to": "db-04"}
+        assert app.screen.plan.title == "switchover pg from db-01 to db-04"
+        assert app.screen.plan.runs[-1].startswith("standbys as the agents rank them: 1. db-04")
 
 
 async def test_forced_failover_stays_disabled_until_the_group_name_is_typed(
@@ -263,6 +278,7 @@ async def test_forced_failover_stays_disabled_until_the_group_name_is_typed(
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         await pilot.press("g", "down", "F")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
         dialog = app.screen
         assert isinstance(dialog, ConfirmAction) and dialog.plan.type_to_confirm == "pg"
         assert dialog.plan.warnings[0].startswith("db-04 lags 0.4s behind the primary")

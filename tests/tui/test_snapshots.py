@@ -15,14 +15,17 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from console.screens.group_history import GroupHistory
+from console.widgets.confirm import ConfirmAction
 from tests.tui.conftest import App, loaded, until
 
 
-def prepared(*keys: str) -> Callable[[Pilot[Any]], Any]:
+def prepared(*keys: str, confirm: bool = False) -> Callable[[Pilot[Any]], Any]:
     async def run_before(pilot: Pilot[Any]) -> None:
         await loaded(pilot)
         await pilot.press(*keys)
         await pilot.pause()
+        if confirm:  # the dialog opens once the agent's plan is in
+            await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmAction))
         screen = pilot.app.screen
 
         def fetched() -> bool:
@@ -58,4 +61,8 @@ def test_screen(
     screen: str, size: tuple[int, int], make_app: Callable[..., App], snap_compare: Any
 ) -> None:
     app, _ = make_app()
-    assert snap_compare(app, terminal_size=size, run_before=prepared(*SCREENS[screen]))
+    assert snap_compare(
+        app,
+        terminal_size=size,
+        run_before=prepared(*SCREENS[screen], confirm=screen.startswith("confirm")),
+    )

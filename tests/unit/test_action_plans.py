@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agent.schema import GroupActionResult, GroupStatus
+from agent.schema import GroupActionResult, GroupStatus, PlanCandidate
+from agent.schema import Plan as AgentPlan
 from console import actions
 from console.agent_client import AgentClient
 from console.haproxy import AdminState, HaproxyError, HaproxyRuntime
@@ -100,48 +102,62 @@ def test_switchover_to_a_standby_names_both_hooks_and_sends_the_target() -> None
     assert plan.body == {"to": "db-04"} and plan.type_to_confirm is None
     assert plan.title == "switchover pg from db-01 to db-04"
     assert plan.runs[0] == "db-01 runs its demote hook and releases the lease of pg"
-    assert plan.runs[1] == "db-04 (lag 0.4s, priority 50) takes the lease and runs its promote hook"
-    assert plan.warnings == ["clients connected to db-01 are cut when it demotes"]
-
-
-def test_switchover_without_a_target_leaves_the_choice_to_the_agents() -> None:
-    plan = actions.switchover("db-01", pg(), None)
-    assert plan.body == {}
-    assert plan.runs[1].startswith("the best eligible standby, now db-04 (lag 0.4s")
     with pytest.raises(ValueError, match="already the primary"):
         actions.switchover("db-01", pg(), "db-01")
 
 
-def test_switchover_warns_of_what_the_agent_will_refuse() -> None:
-    paused = actions.switchover("db-01", pg(paused=True), "db-04")
-    assert any("paused" in w and "resumed" in w for w in paused.warnings)
-    sick = actions.switchover("db-04", unhealthy_primary(), "db-04")
-    assert any("db-01 is not healthy" in w and "failover" in w for w in sick.warnings)
-    members = group_members()
-    members[1] = members[1].model_copy(update={"note": "lag 30s > max_lag 10s"})
-    lagging = actions.switchover("db-01", pg(members=members), None)
-    assert any("no standby of pg is eligible" in w for w in lagging.warnings)
+def agent_plan(**kw: Any) -> AgentPlan:
+    fields: dict[str, Any] = {
+        "action": "switchover",
+        "target": "pg",
+        "ok": True,
+        "refusal": None,
+        "status": 202,
+        "steps": ["db-01 runs its demote hook", "db-04 (lag 0.4s, priority 50) promotes"],
+        "warnings": ["clients connected to db-01 are cut when it demotes"],
+        "from_member": "db-01",
+        "to_member": "db-04",
+        "candidates": [
+            PlanCandidate(member="db-04", healthy=True, lag=0.4, priority=50, note="eligible",
+                          rank=1),
+            PlanCandidate(member="db-07", healthy=True, lag=31.0, priority=90,
+                          note="lag 31.0s > max_lag 10s", rank=None),
+        ],
+    }  # fmt: skip
+    return AgentPlan(**{**fields, **kw})
 
 
-def test_forced_failover_asks_for_the_group_name_and_states_the_data_at_risk() -> None:
+def test_the_agents_plan_replaces_the_consoles_description_and_fixes_the_target() -> None:
+    # Without a target the agent chose db-04: the request names it, so what the operator
+    # confirms is what happens (if db-04 stops being eligible, the agent refuses).
+    plan = actions.with_agent_plan(actions.switchover("db-01", pg(), None), agent_plan())
+    assert plan.body == {"to": "db-04"}
+    assert plan.title == "switchover pg from db-01 to db-04"
+    assert plan.runs == [
+        "db-01 runs its demote hook",
+        "db-04 (lag 0.4s, priority 50) promotes",
+        "standbys as the agents rank them: 1. db-04 (lag 0.4s, priority 50); "
+        "db-07: lag 31.0s > max_lag 10s",
+    ]
+    assert plan.warnings == ["clients connected to db-01 are cut when it demotes"]
+    assert plan.source == "db-01's agent"
+
+
+def test_without_the_agents_plan_the_dialog_says_why() -> None:
+    plan = actions.without_agent_plan(actions.pause("db-01", pg()), "agent api_version 2")
+    assert plan.source == "the console"
+    assert plan.warnings[0].startswith("no preview from db-01's agent (agent api_version 2)")
+
+
+def test_forced_failover_asks_for_the_group_name_and_sends_it() -> None:
     plan = actions.failover("db-04", unhealthy_primary(), "db-04")
     assert plan.path == "/api/v1/groups/pg/failover" and plan.type_to_confirm == "pg"
     assert plan.body == {"to": "db-04", "confirm": "pg"}
-    assert plan.warnings[0] == (
-        "db-04 lags 0.4s behind the primary: up to 0.4s of writes it has not replicated may be lost"
-    )
-    assert "the primary db-01 is not healthy: postgres is down" in plan.warnings
     assert any("promote hook" in r for r in plan.runs)
-    no_lag = group_members()
-    no_lag[1] = no_lag[1].model_copy(update={"lag": None})
-    nobody = pg(leader=None, token=None, members=no_lag)
-    plan = actions.failover("db-04", nobody, "db-04")
-    assert "lag is unknown" in plan.warnings[0]
-    assert "pg has no primary (nobody holds the lease)" in plan.warnings
     with pytest.raises(ValueError, match="already holds the lease"):
         actions.failover("db-01", pg(), "db-01")
-    healthy = actions.failover("db-04", pg(), "db-04")
-    assert any("is healthy" in w and "switchover" in w for w in healthy.warnings)
+    merged = actions.with_agent_plan(plan, agent_plan(action="failover", confirm="pg"))
+    assert merged.body == {"to": "db-04", "confirm": "pg"} and merged.type_to_confirm == "pg"
 
 
 def test_pause_and_resume() -> None:
@@ -150,7 +166,6 @@ def test_pause_and_resume() -> None:
     assert "etcd http://10.0.0.9:2379" in pause.runs[0]
     resume = actions.resume("db-01", pg(paused=True))
     assert resume.path == "/api/v1/groups/pg/resume"
-    assert actions.resume("db-01", pg()).warnings == ["pg is not paused"]
 
 
 def test_drain_and_ready_need_haproxy_in_the_inventory() -> None:

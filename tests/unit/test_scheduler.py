@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from agent.config import Schedule as ConfigSchedule
 from agent.cron import Cron
 from agent.cron import trigger as cron
+from agent.events import EventLog
 from agent.job_runs import JobRuns
+from agent.metrics import Metrics
 from agent.scheduler import LoopScheduler, every
 from agent.store import Store
+from agent.subsystem import Job, JobSet, scheduled
 
 # -- cron expressions ---------------------------------------------------------------------
 
@@ -284,3 +288,64 @@ async def test_a_missed_run_runs_once_at_start_then_the_job_keeps_its_schedule(t
         assert next_run == cron(NIGHTLY).get_next_fire_time(None, datetime.now(UTC))
     finally:
         scheduler.shutdown(wait=False)
+
+
+# -- a subsystem's configured schedule ----------------------------------------------------
+
+
+async def test_a_subsystems_recorded_job_makes_up_a_missed_run_and_says_so(tmp_path):
+    """What a backup set's schedule will do: `Schedule` from the config, a recorded job in
+    the subsystem's JobSet, the store's last success from before the agent's restart."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    earlier = JobRuns(store)
+    three_days_ago = time.time() - 3 * 86400
+    earlier.scheduled("backups:nightly")
+    earlier.started("backups:nightly", three_days_ago)
+    earlier.finished("backups:nightly", three_days_ago, "ok")
+
+    schedule = ConfigSchedule.model_validate({"cron": "0  3 * * *"})
+    assert schedule.describe() == "cron 0 3 * * * UTC"
+    events = EventLog(store, Metrics())
+    scheduler = LoopScheduler(job_runs=JobRuns(store))
+    scheduler.start()
+    ran: list[float] = []
+
+    async def backup() -> None:
+        ran.append(time.time())
+
+    try:
+        jobs = JobSet(scheduler, "backups", events)
+        timing = scheduled("backups.sets.nightly.schedule", schedule)
+        jobs.replace([Job("nightly", backup, timing, recorded=True, catch_up=schedule.catch_up)])
+        missed = [e for e in store.events(limit=10) if e.kind == "job_missed"]
+        assert len(missed) == 1 and missed[0].evidence["fires"] == 3, missed
+        assert "backups:nightly missed 3 run(s)" in missed[0].message
+        deadline = time.monotonic() + 30
+        while not ran:
+            assert time.monotonic() < deadline, "the missed run did not run within 30 s"
+            await asyncio.sleep(0.02)
+        while (r := scheduler.job_runs.get("backups:nightly")).outcome != "ok":
+            assert time.monotonic() < deadline, f"the run was not recorded: {r}"
+            await asyncio.sleep(0.02)
+        assert r.last_success is not None and r.last_success > three_days_ago
+        jobs.clear()
+        assert scheduler.get_job("backups:nightly") is None
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({}, "give exactly one of `every` or `cron`"),
+        ({"every": "1h", "cron": "@daily"}, "give exactly one of `every` or `cron`"),
+        ({"cron": "61 * * * *"}, "cron expression '61 * * * *'"),
+        ({"every": "0s"}, "greater than 0"),
+        ({"every": "400d"}, "at most 365d"),
+    ],
+)
+def test_a_schedule_is_one_of_every_or_cron(given, says):
+    with pytest.raises(ValidationError) as err:
+        ConfigSchedule.model_validate(given)
+    assert says in str(err.value)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.schema import API_VERSION, ActionRequest, GroupActionResult, HostStatus
+from agent.schema import API_VERSION, ActionRequest, GroupActionResult, HostStatus, sent_api_version
 from console.agent_client import AgentClient
 from console.transport import Response, Transport, TransportError
 from tests.support.fake_fleet import host_status
@@ -57,8 +57,16 @@ def test_an_answer_with_fields_this_console_does_not_know_is_read() -> None:
 
 
 def test_an_answer_from_the_previous_api_version_is_read() -> None:
-    status = AgentClient(Canned(_as_version_1(_answer()))).status()
-    assert status.host == "web-1"
+    answer = _answer()
+    answer["api_version"] = API_VERSION - 1
+    status = AgentClient(Canned(answer)).status()
+    assert status.host == "web-1" and sent_api_version(status) == API_VERSION - 1
+
+
+def test_an_agent_from_before_api_version_is_told_to_upgrade() -> None:
+    with pytest.raises(TransportError) as err:
+        AgentClient(Canned(_as_version_1(_answer()))).status()
+    assert "api_version 1" in str(err.value) and "upgrade the agent" in str(err.value)
 
 
 def test_an_agent_two_versions_away_is_refused_with_both_versions() -> None:
