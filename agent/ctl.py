@@ -8,8 +8,11 @@ long-running action answers with an operation, which the command follows to
 its end with a progress line on a terminal, or one JSON object per change with
 `--json`. Ctrl-C stops following, never the operation.
 
-Exit codes: 0 done, 1 failed (or the agent cannot be reached), 2 refused or bad
-usage, 130 stopped following.
+`--dry-run` asks the agent for its plan instead: what it would run, the standby
+ranking of a handover, or why it would refuse; nothing changes.
+
+Exit codes: 0 done (or would be done), 1 failed (or the agent cannot be reached),
+2 refused (or would be) or bad usage, 130 stopped following.
 """
 
 from __future__ import annotations
@@ -141,6 +144,29 @@ def follow(agent: LocalAgent, op: dict[str, Any], as_json: bool, out: TextIO) ->
     return 0 if op["state"] == "succeeded" else 1
 
 
+def _plan(plan: dict[str, Any], as_json: bool, out: TextIO) -> int:
+    """A dry run's answer: what the agent would do, or why not; 0 if it would, else 2."""
+    if as_json:
+        print(json.dumps(plan), file=out)
+    else:
+        head = f"{plan['action']} {plan['target']}"
+        if plan.get("refusal"):
+            print(f"{head}: would be refused ({plan['status']}): {plan['refusal']}", file=out)
+        else:
+            print(f"{head}: would run:", file=out)
+        for step in plan.get("steps", []):
+            print(f"  {step}", file=out)
+        for warning in plan.get("warnings", []):
+            print(f"  ! {warning}", file=out)
+        for c in plan.get("candidates", []):
+            lag = "lag unknown" if c["lag"] is None else f"lag {c['lag']:.1f}s"
+            rank = f"{c['rank']}." if c["rank"] else "-"
+            print(
+                f"  {rank} {c['member']} ({lag}, priority {c['priority']}): {c['note']}", file=out
+            )
+    return 0 if plan.get("ok") else 2
+
+
 def _show(payload: Any, as_json: bool, out: TextIO) -> int:
     """A direct result (not an operation): print it and exit by its `ok`."""
     if as_json:
@@ -198,7 +224,11 @@ def _dispatch(agent: LocalAgent, args: argparse.Namespace, out: TextIO) -> int:
         if getattr(args, "confirm", None):
             body["confirm"] = args.confirm
         path = f"/api/v1/groups/{args.group}/{c}"
+    if args.dry_run:
+        body["dry_run"] = True
     payload = agent.request("POST", path, body)
+    if isinstance(payload, dict) and payload.get("kind") == "plan":
+        return _plan(payload, args.json, out)
     if isinstance(payload, dict) and payload.get("kind") == "operation":
         if args.no_wait:
             print(json.dumps(payload) if args.json else payload["id"], file=out)
@@ -224,6 +254,11 @@ def add_subcommands(sub: Any) -> None:
             p.add_argument("--reason", default="", help="why, for the audit log")
             p.add_argument(
                 "--no-wait", action="store_true", help="print the operation id, do not follow"
+            )
+            p.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="change nothing: print the agent's plan (what would run, or why not)",
             )
         p.set_defaults(func=run)
 

@@ -49,6 +49,15 @@ def test_restart_through_the_agent_is_audited_with_the_operator(start_agent, dem
     assert result["kind"] == "action" and result["ok"] and result["action"] == "restart"
     record = agent.get("/api/v1/audit", limit=5)[-1]
     assert record["action"] == "restart" and record["params"]["reason"] == "from the cli"
+    before = len(agent.get("/api/v1/audit", limit=50))
+    plan = ctl(agent, "restart", "web", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.startswith("restart web: would run:\n  ")
+    refused = ctl(agent, "restart", "nosuch", "--dry-run")
+    assert (
+        refused.returncode == 2 and "would be refused (404): no service 'nosuch'" in refused.stdout
+    )
+    assert len(agent.get("/api/v1/audit", limit=50)) == before  # a dry run is not audited
     assert record["actor"] == pwd.getpwuid(os.getuid()).pw_name  # the login, not "api"
 
 

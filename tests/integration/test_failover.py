@@ -6,6 +6,9 @@ same moment, every 50 ms, and fails the test on any round with two 200s.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -194,6 +197,17 @@ def test_switchover_to_a_named_standby_and_refusals(group: Start) -> None:
             assert target.agent.wait_event(kind)["evidence"]["operation"] == op["id"]
         metrics = target.agent.text("/metrics")
         assert 'hadeck_actions_total{action="group_switchover",result="ok"} 1.0' in metrics
+        # Back again from the command line, which follows the operation to its end.
+        back = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "switchover", GROUP, "--to", first.name,
+             "--json", "--config", str(first.agent.config_path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert back.returncode == 0, back.stderr
+        lines = [json.loads(line) for line in back.stdout.splitlines()]
+        assert lines[0]["state"] == "running" and lines[-1]["state"] == "succeeded", lines
+        assert lines[-1]["result"]["to_member"] == first.name
+        wait_for(lambda: one_primary(members) is first, 10, "the switchover back")
 
 
 def test_a_dry_run_answers_the_agents_plan_and_changes_nothing(group: Start) -> None:
