@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__, commands, config
-from agent.api.app import build_api, build_public
+from agent.api.app import build_api, build_public, core_routers
 from agent.api.server import StartupError, bind, server_for
 from agent.audit import AuditLog
 from agent.config import AgentConfig, ConfigError
@@ -47,7 +47,6 @@ from agent.supervision import Supervision
 if TYPE_CHECKING:
     from agent.actions import Actions
     from agent.failover.member import GroupMember
-    from agent.failover.operations import GroupOperations
     from agent.failover.subsystem import HaGroups
     from agent.supervisor import Supervisor
 
@@ -80,7 +79,6 @@ class Agent:
         self.started_at = self.config_loaded_at = time.time()
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._no_groups: GroupOperations | None = None
 
     # -- the subsystems -------------------------------------------------------
 
@@ -162,19 +160,6 @@ class Agent:
     def groups(self) -> dict[str, GroupMember]:
         return self.ha.members if self.ha is not None else {}
 
-    @property
-    def group_ops(self) -> GroupOperations:
-        """Without groups, the API's group routes answer 404 from an empty set (built once)."""
-        if self.ha is None:
-            if self._no_groups is None:
-                from agent.failover.operations import GroupOperations
-
-                self._no_groups = GroupOperations(
-                    {}, self.core.events, self.core.journal, self.core.operations
-                )
-            return self._no_groups
-        return self.ha.operations
-
     # -- lifecycle -----------------------------------------------------------
 
     async def run(self) -> None:
@@ -182,10 +167,14 @@ class Agent:
         loop = asyncio.get_running_loop()
         scheduler = LoopScheduler(event_loop=loop)
         self._open(scheduler)
-        sockets, apps = [bind(self.config.api.listen)], [build_api(self)]
+        # Each subsystem brings its routes; one not configured brings none (and is not
+        # imported): an agent without HA groups has no group routes at all.
+        own = [r for s in self.subsystems for r in s.routers()]
+        public = [r for s in self.subsystems for r in s.public_routers()]
+        sockets, apps = [bind(self.config.api.listen)], [build_api(self, core_routers(self) + own)]
         if self.config.api.public_listen:
             sockets.append(bind(self.config.api.public_listen))
-            apps.append(build_public(self))
+            apps.append(build_public(self, public))
         servers = [server_for(app) for app in apps]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

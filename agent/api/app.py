@@ -12,6 +12,7 @@ redirect to `/metrics` from `/metrics/` was built from the `Host` header).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -22,13 +23,10 @@ from agent.api.gate import RequestGate
 from agent.api.problems import ERRORS, CatchAll, install_errors
 
 
-def default_routers(agent: AgentView) -> list[APIRouter]:
-    """The full API's routes beyond health and metrics."""
-    from agent.failover.api import group_router, routing_router
-
+def core_routers(agent: AgentView) -> list[APIRouter]:
+    """Every agent's routes beyond health and metrics; a subsystem adds its own
+    (Subsystem.routers), and one that is not configured adds none."""
     return [
-        routing_router(agent),
-        group_router(agent),
         status.router(agent),
         probes.router(agent),
         services.router(agent),
@@ -39,8 +37,15 @@ def default_routers(agent: AgentView) -> list[APIRouter]:
     ]
 
 
-def default_public_routers(agent: AgentView) -> list[APIRouter]:
-    """The public listener's routes beyond health and metrics: the routing endpoints."""
+def every_router(agent: Any) -> list[APIRouter]:
+    """Every route any agent can have, HA groups' included: the API's whole document
+    (OpenAPI, the fuzz test) and tests that build an app without a daemon."""
+    from agent.failover.api import group_router, routing_router
+
+    return [routing_router(agent), group_router(agent), *core_routers(agent)]
+
+
+def every_public_router(agent: Any) -> list[APIRouter]:
     from agent.failover.api import routing_router
 
     return [routing_router(agent)]
@@ -75,7 +80,7 @@ def build_public(agent: AgentView, routers: Sequence[APIRouter] | None = None) -
     )
     # No token: nothing here takes one, and a mutating request's 404 or 405 comes
     # before its body is read (the gate still limits and closes).
-    public = default_public_routers(agent) if routers is None else routers
+    public = every_public_router(agent) if routers is None else routers
     return _assemble(app, agent, None, public)
 
 
@@ -89,5 +94,5 @@ def build_api(agent: AgentView, routers: Sequence[APIRouter] | None = None) -> F
         responses=ERRORS,
         redirect_slashes=False,
     )
-    full = default_routers(agent) if routers is None else routers
+    full = every_router(agent) if routers is None else routers
     return _assemble(app, agent, lambda: agent.token, full)

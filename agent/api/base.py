@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from fastapi import Path
 
@@ -10,13 +10,14 @@ from agent.actions import Actions
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.events import EventLog
-from agent.failover.member import GroupMember
-from agent.failover.operations import GroupOperations
 from agent.metrics import Metrics
 from agent.operations import Operations
 from agent.schema import Resources
 from agent.store import Store
 from agent.supervisor import Supervisor
+
+if TYPE_CHECKING:  # the HA groups are imported only where they are configured
+    from agent.failover.member import GroupMember
 
 #: SQLite's largest integer: a bigger cursor is a client's mistake (422), not a crash (500).
 MAX_ID = 2**63 - 1
@@ -49,7 +50,5 @@ class AgentView(Protocol):
     def resources(self) -> Resources: ...
     @property
     def groups(self) -> dict[str, GroupMember]: ...
-    @property
-    def group_ops(self) -> GroupOperations: ...
     @property
     def operations(self) -> Operations: ...

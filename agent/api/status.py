@@ -13,9 +13,7 @@ from agent.api.events import event_model
 from agent.api.probes import probe_status
 from agent.api.runbooks import runbook_list
 from agent.api.services import service_status
-from agent.failover.api import store_name
-from agent.failover.operations import status as group_status
-from agent.schema import HostStatus
+from agent.schema import GroupStatus, HostStatus
 
 
 def router(agent: AgentView) -> APIRouter:
@@ -57,7 +55,17 @@ def router(agent: AgentView) -> APIRouter:
             resources=agent.resources,
             problems=[event_model(e) for e in problems],
             runbooks=runbook_list(agent),
-            groups=[group_status(m, store_name(agent.config)) for m in agent.groups.values()],
+            groups=_groups(agent),
         )
 
     return r
+
+
+def _groups(agent: AgentView) -> list[GroupStatus]:
+    """Only a host with groups has imported the HA groups' code."""
+    if not agent.groups:
+        return []
+    from agent.failover.api import store_name
+    from agent.failover.operations import status
+
+    return [status(m, store_name(agent.config)) for m in agent.groups.values()]

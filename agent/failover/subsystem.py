@@ -8,7 +8,10 @@ imported at all on a host without groups.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from functools import partial
+
+from fastapi import APIRouter
 
 from agent.config import AgentConfig, Group
 from agent.failover.lease import LeaseStore
@@ -66,6 +69,26 @@ class HaGroups(Subsystem):
         for member in self.members.values():
             if member.cfg.service == service:
                 member.poke()
+
+    # -- what its routers read (agent/failover/api.py GroupsView) ------------
+
+    @property
+    def groups(self) -> dict[str, GroupMember]:
+        return self.members
+
+    @property
+    def group_ops(self) -> GroupOperations:
+        return self.operations
+
+    def routers(self) -> Sequence[APIRouter]:
+        from agent.failover.api import group_router, routing_router
+
+        return [routing_router(self), group_router(self)]
+
+    def public_routers(self) -> Sequence[APIRouter]:
+        from agent.failover.api import routing_router
+
+        return [routing_router(self)]
 
     def start(self) -> None:
         for member in self.members.values():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -89,6 +91,23 @@ def test_a_dry_run_answers_the_plan_and_runs_nothing(agent, demo_service):
     assert len(agent.get("/api/v1/audit")) == audited
     r = httpx.post(agent.url + "/api/v1/services/web/restart", json=dry, timeout=10)
     assert r.status_code == 401
+
+
+def test_an_agent_without_groups_has_no_group_routes_and_no_group_code(agent):
+    r = httpx.get(agent.url + "/api/v1/groups", timeout=10)
+    assert r.status_code == 404 and "error" in r.json()
+    assert agent.get("/api/v1/status")["groups"] == []
+    # What the daemon imports and builds for it, in a fresh interpreter: no HA groups code.
+    code = (
+        "import sys, agent.cli, agent.daemon\n"
+        "from agent.api.app import build_api, core_routers\n"
+        "build_api(None, core_routers(None))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('agent.failover')))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.strip() == "[]"
 
 
 def test_runbook_and_probe_run_now(agent):

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 
 from agent.api.app import build_api
 from tests.support.agent import AgentProcess, DemoService, http_probe, restartable
+from tests.support.groups import member_config
 
 pytestmark = pytest.mark.integration
 
@@ -19,14 +20,13 @@ def fuzzed_agent(tmp_path_factory):
     d: Path = tmp_path_factory.mktemp("fuzz")
     svc = DemoService(d)
     svc.start()
-    agent = AgentProcess(
-        d,
-        {
-            "probes": {"web": http_probe(svc, interval="1s", timeout="500ms")},
-            "services": {"web": restartable(svc, ["web"])},
-            "runbooks": {"noop": {"steps": [{"command": ["true"], "timeout": "5s"}]}},
-        },
-    )
+    # A member of an HA group too, so the group routes are there to be fuzzed.
+    store = {"kind": "sqlite", "path": str(d / "leases.db"), "timeout": "1s"}
+    cfg = member_config("m1", d, svc, store)
+    cfg["probes"]["web"] = http_probe(svc, interval="1s", timeout="500ms")
+    cfg["services"]["web"] = restartable(svc, ["web"])
+    cfg["runbooks"] = {"noop": {"steps": [{"command": ["true"], "timeout": "5s"}]}}
+    agent = AgentProcess(d, cfg)
     agent.start()
     yield agent
     agent.stop()
