@@ -1,4 +1,9 @@
-"""Prometheus metrics of one agent, on a registry of its own (docs/metrics.md lists them)."""
+"""Prometheus metrics of one agent, on a registry of its own (docs/metrics.md lists them).
+
+These are the core's and the always-running subsystems' (supervision, host resources);
+a capability that may not be configured registers its own on the same registry when it
+starts (HA groups: agent/failover/metrics.py), so a host without it exports none of them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,6 @@ from prometheus_client import (
 
 STATES = ("up", "down", "unknown", "unavailable")
 RECOVERY_STATES = ("idle", "recovering", "verifying", "backoff", "held", "gave_up")
-GROUP_ROLES = ("standby", "promoting", "primary", "demoting")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -115,37 +119,6 @@ class Metrics:
         )
         self.disk_size = Gauge(
             "hadeck_host_disk_size_bytes", "Size in bytes per mount.", ["mount"], registry=r
-        )
-
-        self.group_role = Gauge(
-            "hadeck_group_role",
-            "1 for this member's current role in the HA group, 0 for the others.",
-            ["group", "member", "role"],
-            registry=r,
-        )
-        self.group_routed = Gauge(
-            "hadeck_group_routed",
-            "1 while this member answers 200 on /groups/<group>/primary (as of its last loop).",
-            ["group"],
-            registry=r,
-        )
-        self.group_lease_valid = Gauge(
-            "hadeck_group_lease_valid_seconds",
-            "Seconds this primary stays valid without another renewal (0 when not primary).",
-            ["group"],
-            registry=r,
-        )
-        self.group_promotions = Counter(
-            "hadeck_group_promotions_total",
-            "Times this member became primary, by kind (failover, switchover).",
-            ["group", "kind"],
-            registry=r,
-        )
-        self.group_renew_failures = Counter(
-            "hadeck_group_lease_renew_failures_total",
-            "Lease renewals that failed because the lease store did not answer.",
-            ["group"],
-            registry=r,
         )
 
     def set_enum(

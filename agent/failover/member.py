@@ -36,7 +36,6 @@ from enum import StrEnum
 from typing import Any
 
 from agent import commands
-from agent.audit import AuditLog
 from agent.config import CommandStep, Group
 from agent.events import EventLog
 from agent.failover.lease import (
@@ -47,7 +46,8 @@ from agent.failover.lease import (
     MemberRecord,
     ranked,
 )
-from agent.metrics import GROUP_ROLES, Metrics
+from agent.failover.metrics import GroupMetrics
+from agent.journal import AUDIT_WAIT, Event, Journal
 
 log = logging.getLogger("hadeck.failover")
 
@@ -104,13 +104,16 @@ class GroupMember:
         member: str,
         store: LeaseStore,
         events: EventLog,
-        audit: AuditLog,
+        journal: Journal,
         health: Callable[[], ServiceHealth],
         failover_after: float,
-        metrics: Metrics,
+        metrics: GroupMetrics,
     ) -> None:
         self.group, self.cfg, self.member = group, cfg, member
-        self.store, self.events, self.audit = store, events, audit
+        self.store, self.events, self.journal = store, events, journal
+        # Promotions and demotions being journaled: the loop never waits for the audit
+        # disk (a hung one would cost it the renewals that keep the lease).
+        self._records: set[asyncio.Task[object]] = set()
         self.health = health
         self.metrics = metrics
         self.failover_after = failover_after
@@ -171,6 +174,39 @@ class GroupMember:
                 await self._task
         if self.role in (Role.PRIMARY, Role.PROMOTING):
             await self._demote("the agent is stopping", {}, release=True)
+        if self._records:  # what the journal has not finished yet, a little while
+            await asyncio.wait(self._records, timeout=AUDIT_WAIT)
+
+    def _journal(
+        self,
+        action: str,
+        actor: str,
+        params: dict[str, Any],
+        ok: bool,
+        started: float,
+        duration: float,
+        result: dict[str, Any],
+        event: Event,
+    ) -> None:
+        """Audit record, actions row, hadeck_actions_total and event (agent/journal.py), in a
+        task of their own so the group's loop goes on at once."""
+        task = asyncio.create_task(
+            self.journal.finished(
+                actor,
+                action,
+                f"{self.group}/{self.member}",
+                params,
+                ok=ok,
+                message=event.message,
+                started=started,
+                duration=duration,
+                result=result,
+                event=event,
+            ),
+            name=f"journal:{action}:{self.group}",
+        )
+        self._records.add(task)
+        task.add_done_callback(self._records.discard)
 
     async def _run(self) -> None:
         # Whatever this host was before the agent started, it starts as a standby: a
@@ -190,9 +226,9 @@ class GroupMember:
 
     def _publish_metrics(self) -> None:
         m = self.metrics
-        m.set_enum(m.group_role, (self.group, self.member), self.role.value, GROUP_ROLES)
-        m.group_routed.labels(self.group).set(1.0 if self.is_primary() else 0.0)
-        m.group_lease_valid.labels(self.group).set(self.valid_for() or 0.0)
+        m.set_role(self.group, self.member, self.role.value)
+        m.routed.labels(self.group).set(1.0 if self.is_primary() else 0.0)
+        m.lease_valid.labels(self.group).set(self.valid_for() or 0.0)
 
     async def _sleep(self) -> None:
         timeout = self.cfg.loop_wait
@@ -298,7 +334,7 @@ class GroupMember:
             renewed = await self.store.renew(self.lease, self.cfg.ttl)
         except LeaseStoreError as exc:
             self.renew_failures += 1
-            self.metrics.group_renew_failures.labels(self.group).inc()
+            self.metrics.renew_failures.labels(self.group).inc()
             self._store_failed(exc)
             return  # still valid until the deadline; the loop wakes there
         self._store_ok()
@@ -473,7 +509,7 @@ class GroupMember:
         self.role = Role.PRIMARY
         self.last_holder = self.member
         p = self._promotion
-        self.metrics.group_promotions.labels(self.group, p["kind"]).inc()
+        self.metrics.promotions.labels(self.group, p["kind"]).inc()
         steps = {**self._acquired, "promote": round(time.monotonic() - self._promote_started, 3)}
         entry = Handover(
             group=self.group,
@@ -493,20 +529,22 @@ class GroupMember:
                 await self.store.set_flag(self.group, "request", None)
         except LeaseStoreError as exc:
             self._store_failed(exc)
-        self.events.emit(
-            "group_promoted",
-            "warning",
-            f"group {self.group}: {self.member} is primary (token {lease.token}, "
-            f"{p['kind']}, from {p['from'] or 'none'}): {p['reason']}",
-            service=self.cfg.service,
-            evidence={"group": self.group, "token": lease.token, "steps": steps, **p},
-        )
-        self.audit.append(
-            p["actor"],
+        self._journal(
             "group_promote",
-            f"{self.group}/{self.member}",
+            p["actor"],
             {"kind": p["kind"], "reason": p["reason"], "token": lease.token},
-            {"ok": True, "steps": steps, "promote": _outcome(result)},
+            True,
+            time.time() - sum(steps.values()),
+            sum(steps.values()),
+            {"steps": steps, "promote": _outcome(result)},
+            Event(
+                "group_promoted",
+                "warning",
+                f"group {self.group}: {self.member} is primary (token {lease.token}, "
+                f"{p['kind']}, from {p['from'] or 'none'}): {p['reason']}",
+                service=self.cfg.service,
+                evidence={"group": self.group, "token": lease.token, "steps": steps, **p},
+            ),
         )
 
     async def _demote(self, reason: str, evidence: dict[str, Any], release: bool) -> None:
@@ -534,31 +572,33 @@ class GroupMember:
         self.lease, self.role = None, Role.STANDBY
         self._leader_gone_at = None
         steps = {"demote": round(time.monotonic() - started, 3)}
-        self.events.emit(
-            "group_demoted",
-            "critical" if not result.ok else "warning",
-            f"group {self.group}: {self.member} stepped down ({reason})"
-            + ("; lease released" if released else "")
-            + ("" if result.ok else f"; demote hook failed: {result.summary()}"),
-            service=self.cfg.service,
-            evidence={
-                "group": self.group,
-                "reason": reason,
-                "was": was.value,
-                "token": token,
-                "released": released,
-                "steps": steps,
-                "demote": _outcome(result),
-                "fence": _outcome(fenced) if fenced else None,
-                **evidence,
-            },
-        )
-        self.audit.append(
-            ACTOR,
+        self._journal(
             "group_demote",
-            f"{self.group}/{self.member}",
+            ACTOR,
             {"reason": reason, "token": token},
-            {"ok": result.ok, "released": released, "steps": steps},
+            result.ok,
+            time.time() - steps["demote"],
+            steps["demote"],
+            {"released": released, "steps": steps},
+            Event(
+                "group_demoted",
+                "critical" if not result.ok else "warning",
+                f"group {self.group}: {self.member} stepped down ({reason})"
+                + ("; lease released" if released else "")
+                + ("" if result.ok else f"; demote hook failed: {result.summary()}"),
+                service=self.cfg.service,
+                evidence={
+                    "group": self.group,
+                    "reason": reason,
+                    "was": was.value,
+                    "token": token,
+                    "released": released,
+                    "steps": steps,
+                    "demote": _outcome(result),
+                    "fence": _outcome(fenced) if fenced else None,
+                    **evidence,
+                },
+            ),
         )
 
     async def _run_hook(

@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from agent.config import AgentConfig, Group
 from agent.failover.lease import LeaseStore
 from agent.failover.member import GroupMember
+from agent.failover.metrics import GroupMetrics
 from agent.failover.operations import GroupOperations
 from agent.subsystem import Core, Subsystem
 from agent.supervision import Supervision
@@ -48,6 +49,7 @@ class HaGroups(Subsystem):
     def __init__(self, core: Core, cfg: AgentConfig, supervision: Supervision) -> None:
         super().__init__(core, cfg)
         self.lease_store = open_lease_store(cfg)
+        self.metrics = GroupMetrics(core.metrics.registry)
         self.members: dict[str, GroupMember] = {
             name: GroupMember(
                 name,
@@ -55,10 +57,10 @@ class HaGroups(Subsystem):
                 group.member or cfg.agent.name,
                 self.lease_store,
                 core.events,
-                core.audit,
+                core.journal,
                 partial(supervision.service_health, group.service),
                 failover_after(cfg, group),
-                core.metrics,
+                self.metrics,
             )
             for name, group in cfg.groups.items()
         }

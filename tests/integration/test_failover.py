@@ -197,6 +197,18 @@ def test_switchover_to_a_named_standby_and_refusals(group: Start) -> None:
             assert target.agent.wait_event(kind)["evidence"]["operation"] == op["id"]
         metrics = target.agent.text("/metrics")
         assert 'hadeck_actions_total{action="group_switchover",result="ok"} 1.0' in metrics
+        # The agents' own steps are journaled too: the promotion with the operator who asked,
+        # the demotion by the agent, each an audit record, an actions row and a count.
+        promoted = [a for a in audit if a["action"] == "group_promote"]
+        assert promoted[-1]["actor"] == "alice" and promoted[-1]["result"]["ok"]
+        assert 'hadeck_actions_total{action="group_promote",result="ok"}' in metrics
+        demoted = wait_for(
+            lambda: [a for a in first.agent.get("/api/v1/audit") if a["action"] == "group_demote"],
+            10,
+            "the demotion's audit record",
+        )
+        assert demoted[-1]["actor"] == "hadeck-agent"
+        assert "switchover" in demoted[-1]["params"]["reason"]
         # Back again from the command line, which follows the operation to its end.
         back = subprocess.run(
             [sys.executable, "-m", "agent.cli", "switchover", GROUP, "--to", first.name,
