@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,8 @@ from typing import Any
 
 from agent import __version__
 from agent.ticks import next_tick
+
+log = logging.getLogger("hadeck.store")
 
 # A migration: SQL statements, or a function of the connection (a data migration that SQL
 # cannot express; it must not commit). Either runs inside the migration's transaction.
@@ -138,6 +141,11 @@ class Table:
 
 
 RESULTS_FLUSH_DELAY = 1.0
+#: Results the disk refused, kept in memory (oldest dropped beyond this) until it takes
+#: writes again: about 10 minutes of 50 probes every 5 s.
+RESULTS_KEPT = 6000
+#: A refused flush is logged at most this often.
+COMPLAIN_EVERY = 60.0
 
 _ResultRow = tuple[str, float, int, float, str]
 
@@ -173,6 +181,7 @@ class Store:
         self._retention: dict[str, Retention] = {}
         self._results: list[_ResultRow] = []
         self._results_flush: asyncio.TimerHandle | None = None
+        self._complained_at = -COMPLAIN_EVERY
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -363,21 +372,39 @@ class Store:
         if not self._results:
             return
         rows, self._results = self._results, []
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO probe_results (probe, ts, ok, latency, detail) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT INTO probe_results (probe, ts, ok, latency, detail)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            # Called from a loop callback too: never raise there. A full or failing disk
+            # keeps the rows for the next flush (the next result arms one); detection goes
+            # on from memory either way.
+            self._results = (rows + self._results)[-RESULTS_KEPT:]
+            now = time.monotonic()
+            if now - self._complained_at >= COMPLAIN_EVERY:
+                self._complained_at = now
+                log.warning(
+                    "cannot write probe results to %s: %s; %d kept in memory until it can",
+                    self.path,
+                    exc,
+                    len(self._results),
+                )
 
     def probe_results(self, probe: str, limit: int = 50) -> list[tuple[float, bool, float, str]]:
+        """The newest `limit` results of `probe`, oldest first, those still in memory too."""
         self.flush_results()
         rows = self.db.execute(
             "SELECT ts, ok, latency, detail FROM probe_results WHERE probe = ?"
             " ORDER BY id DESC LIMIT ?",
             (probe, limit),
         ).fetchall()
-        return [(ts, bool(ok), lat, detail) for ts, ok, lat, detail in reversed(rows)]
+        pending = [(ts, ok, lat, d) for p, ts, ok, lat, d in self._results if p == probe]
+        return [(ts, bool(ok), lat, d) for ts, ok, lat, d in [*reversed(rows), *pending]][-limit:]
 
     def add_attempt(
         self, service: str, ts: float, step: str, result: str, detail: str, duration: float

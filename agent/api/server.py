@@ -44,6 +44,8 @@ FD_TARGET = 8192
 MAX_CONNECTIONS = 256
 #: Connections accepted beyond the limit while the idle ones they replace are closing.
 SLACK = 16
+#: Seconds an aborted connection may take to close before the cap stops waiting for it.
+CLOSING_WAIT = 1.0
 #: Seconds for a whole request (line, headers, body) to arrive.
 REQUEST_TIMEOUT = 10.0
 #: Seconds between two log lines with the same message.
@@ -84,25 +86,56 @@ def connection_limit() -> int:
 
 
 class ConnectionCap:
-    """The open connections of one listener, and which of them are idle (oldest first)."""
+    """The open connections of one listener, and which of them are idle (oldest first).
+
+    A replaced connection is aborted at once, but its descriptor is only freed on the
+    loop's next turn: until then it is `closing`, not counted against the limit. And an
+    accepted connection is only known idle once asyncio has made its transport, a turn
+    or two later: until then it is `starting`. A burst of newcomers larger than the
+    slack waits in the kernel's backlog while either kind is in flight (`must_wait`)
+    instead of being refused while there are idle connections to replace."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
         self.idle: dict[GuardedH11Protocol, None] = {}
+        # Descriptor -> when: aborted and not yet closed; accepted and not yet made.
+        self.closing: dict[int, float] = {}
+        self.starting: dict[int, float] = {}
 
-    def admit(self) -> bool:
-        if self.open >= self.limit and self.idle:
+    def admit(self, fd: int) -> bool:
+        if self.open - len(self.closing) >= self.limit and self.idle:
             oldest = next(iter(self.idle))
             del self.idle[oldest]
+            sock = oldest.transport.get_extra_info("socket")
+            if sock is not None:
+                self.closing[sock.fileno()] = time.monotonic()
             oldest.transport.abort()  # its descriptor is freed on the loop's next turn
-        if self.open >= self.limit + SLACK:
+        # Beyond the slack only while replaced ones are closing (accept stops there, see
+        # must_wait): the descriptors in use stay under limit + 2 x SLACK.
+        if self.open >= self.limit + SLACK * (2 if self.closing else 1):
             return False
         self.open += 1
+        self.starting[fd] = time.monotonic()
         return True
 
-    def release(self) -> None:
+    def started(self, fd: int) -> None:
+        self.starting.pop(fd, None)
+
+    def must_wait(self) -> bool:
+        """At the slack with connections in flight: accept on a later turn."""
+        if self.open < self.limit + SLACK:
+            return False
+        stale = time.monotonic() - CLOSING_WAIT
+        for pending in (self.closing, self.starting):
+            for fd in [fd for fd, at in pending.items() if at < stale]:
+                del pending[fd]  # not seen to close or start in time: stop waiting
+        return bool(self.closing or self.starting)
+
+    def release(self, fd: int) -> None:
         self.open -= 1
+        self.closing.pop(fd, None)
+        self.starting.pop(fd, None)
 
 
 class _Connection(socket.socket):
@@ -110,7 +143,7 @@ class _Connection(socket.socket):
 
     def __init__(self, family: int, kind: int, proto: int, fd: int, cap: ConnectionCap) -> None:
         super().__init__(family, kind, proto, fd)
-        self._release = weakref.finalize(self, cap.release)  # also if never closed
+        self._release = weakref.finalize(self, cap.release, fd)  # also if never closed
 
     def close(self) -> None:
         super().close()
@@ -133,13 +166,15 @@ class Listener(socket.socket):
         if time.monotonic() < self._resting_until:
             raise BlockingIOError
         while True:
+            if self.cap.must_wait():
+                raise BlockingIOError  # the loop comes back once they have closed
             try:
                 fd, addr = self._accept()  # type: ignore[attr-defined]
             except OSError as exc:
                 if exc.errno in RESOURCE_ERRNOS:
                     self._resting_until = time.monotonic() + 1.0
                 raise
-            if self.cap.admit():
+            if self.cap.admit(fd):
                 return _Connection(self.family, self.type, self.proto, fd, self.cap), addr
             refused = socket.socket(self.family, self.type, self.proto, fd)
             with contextlib.suppress(OSError):
@@ -147,9 +182,13 @@ class Listener(socket.socket):
                 refused.send(BUSY)
             refused.close()
             log.warning(
-                "listener %s: %d connections open, none idle to replace: refusing new ones",
+                "listener %s: %d connections open, all busy (%d idle, %d closing, %d starting):"
+                " refusing new ones",
                 _name(self),
                 self.cap.open,
+                len(self.cap.idle),
+                len(self.cap.closing),
+                len(self.cap.starting),
             )
 
 
@@ -193,6 +232,9 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         state = self.server_state
         self._cap = state.cap if isinstance(state, _State) else None
+        sock = transport.get_extra_info("socket")
+        if self._cap is not None and sock is not None:
+            self._cap.started(sock.fileno())
         self._follow()
 
     def data_received(self, data: bytes) -> None:

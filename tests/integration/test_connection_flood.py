@@ -11,6 +11,7 @@ import resource
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 NOFILE = 256
 FLOOD = 450
+BURST = 60
 
 
 @dataclass
@@ -119,6 +121,21 @@ def test_idle_connections_leave_probes_recovery_and_the_loopback_api_working(age
     grown = agent.log_path.stat().st_size - log_before
     assert grown < 64 * 1024, f"the log grew by {grown} bytes:\n{agent.log()[-3000:]}"
     assert "Too many open files" not in agent.log()
+
+
+def test_a_burst_of_newcomers_during_a_flood_is_served_not_refused(agent):
+    """Each newcomer takes the place of an idle connection; a burst larger than the
+    connections closing at that moment waits in the backlog instead of getting a 503
+    saying none is idle (there are hundreds)."""
+    with idle_connections(agent.public_port, FLOOD):
+
+        def scrape(_: int) -> int:
+            return httpx.get(agent.public_url + "/metrics", timeout=20).status_code
+
+        with ThreadPoolExecutor(max_workers=BURST) as pool:
+            answers = list(pool.map(scrape, range(BURST)))
+    assert answers == [200] * BURST, answers
+    assert "refusing new ones" not in agent.log()
 
 
 def test_accept_errors_are_logged_once_per_interval_and_the_agent_recovers(tmp_path, agents):

@@ -34,10 +34,12 @@ def test_connections_over_the_cap_with_none_idle_get_a_503_problem_and_are_close
     port = listener.getsockname()[1]
     admitted, clients = [], []
     try:
-        # None of these becomes idle (no HTTP protocol runs here): all count as busy.
+        # None of these becomes idle (no HTTP protocol runs here): all count as busy once
+        # started, as asyncio starts each a turn after its accept.
         for _ in range(1 + SLACK):
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
             admitted.append(listener.accept()[0])
+            listener.cap.started(admitted[-1].fileno())
         assert listener.cap.open == 1 + SLACK
         late = socket.create_connection(("127.0.0.1", port), timeout=5)
         clients.append(late)
@@ -55,7 +57,20 @@ def test_connections_over_the_cap_with_none_idle_get_a_503_problem_and_are_close
         assert listener.cap.open == SLACK
         clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         admitted.append(listener.accept()[0])
+        listener.cap.started(admitted[-1].fileno())
         assert listener.cap.open == 1 + SLACK
+        # One accepted but not started yet (its transport is a turn away): a newcomer at
+        # the ceiling waits in the backlog for it instead of being refused.
+        admitted.pop().close()
+        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        admitted.append(listener.accept()[0])
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=5)
+        clients.append(waiting)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        waiting.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)  # no 503: it was not accepted at all
     finally:
         for s in admitted + clients:
             s.close()
