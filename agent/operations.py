@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -145,15 +146,41 @@ class Operations:
         if cut:
             log.warning("%d operation(s) were interrupted by the agent's last stop", cut)
         self._running: dict[str, tuple[Operation, asyncio.Task[None]]] = {}
+        self._work: dict[str, Work] = {}
+        # Finished, but the store refused the final write: answered from memory, and
+        # written with the next write that succeeds.
+        self._unwritten: dict[str, Operation] = {}
 
     def start(
-        self, type: str, target: str, actor: str, params: dict[str, Any], work: Work
+        self,
+        type: str,
+        target: str,
+        actor: str,
+        params: dict[str, Any],
+        work: Work,
+        *,
+        defer: bool = False,
     ) -> Operation:
+        """Record the operation (raises sqlite3.Error if the store refuses: nothing has
+        started then) and run `work`; with `defer`, only once `run` is called, so the
+        caller can act in between and `discard` it if that fails."""
         op = Operation("op-" + secrets.token_hex(6), type, target, actor, params)
         self._write(op)
+        self._work[op.id] = work
+        if not defer:
+            self.run(op)
+        return op
+
+    def run(self, op: Operation) -> None:
+        work = self._work.pop(op.id)
         task = asyncio.create_task(self._run(op, work), name=f"operation:{op.id}")
         self._running[op.id] = (op, task)
-        return op
+
+    def discard(self, op: Operation) -> None:
+        """A deferred operation whose action could not even be asked: no trace left."""
+        self._work.pop(op.id, None)
+        with contextlib.suppress(sqlite3.Error):
+            self.store.db.execute("DELETE FROM operations WHERE id = ?", (op.id,))
 
     async def _run(self, op: Operation, work: Work) -> None:
         try:
@@ -170,7 +197,8 @@ class Operations:
         finally:
             op.finished_at = time.time()
             self._running.pop(op.id, None)
-            self._write(op)
+            self._unwritten[op.id] = op
+            self._write_quietly(op)
             self.events.emit(
                 f"operation_{op.state}",
                 "info" if op.state == "succeeded" else "warning",
@@ -182,6 +210,8 @@ class Operations:
     def get(self, op_id: str) -> Operation | None:
         if op_id in self._running:
             return self._running[op_id][0]
+        if op_id in self._unwritten:
+            return self._unwritten[op_id]
         row = self.store.db.execute(f"{_SELECT} WHERE id = ?", (op_id,)).fetchone()
         return _from_row(row) if row else None
 
@@ -197,7 +227,7 @@ class Operations:
     def progressed(self, op: Operation) -> None:
         """Called by work after `report`: the store gets the progress now and then."""
         if time.time() - op._written_at >= PROGRESS_WRITE_INTERVAL:
-            self._write(op)
+            self._write_quietly(op)
 
     async def cancel(self, op_id: str) -> Operation | None:
         """Cancel a running operation and wait for its work to end; None if unknown."""
@@ -205,8 +235,9 @@ class Operations:
         if entry is None:
             return self.get(op_id)
         op, task = entry
-        op.state = "cancelling"
-        task.cancel()
+        if op.state != "cancelling":  # a second cancel waits; it does not cut the cleanup
+            op.state = "cancelling"
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return op
@@ -217,6 +248,19 @@ class Operations:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _write_quietly(self, op: Operation) -> None:
+        """The store refusing (a full disk) neither fails the work nor leaves the
+        operation `running` in the list: memory answers until a write succeeds."""
+        try:
+            for pending in [*self._unwritten.values()]:
+                if pending is not op:
+                    self._write(pending)
+                    del self._unwritten[pending.id]
+            self._write(op)
+            self._unwritten.pop(op.id, None)
+        except sqlite3.Error as exc:
+            log.warning("operation %s: not written to the store (%s); kept in memory", op.id, exc)
 
     def _write(self, op: Operation) -> None:
         op._written_at = time.time()

@@ -10,7 +10,8 @@ receives (`Request`) is validated strictly. Version 1 is every agent from
 before `api_version` was sent (its answers have neither that field nor `kind`).
 Version 3: group switchovers and failovers answer `202` with an operation, and
 every mutating request takes `dry_run` (answered with a `Plan`); a console only
-sends `dry_run` to an agent of version 3 or later (an older one would act).
+sends `dry_run` to an agent of version 3 or later (version 2 refuses the unknown
+field with a 422; an agent that ignored it would act).
 """
 
 from __future__ import annotations

@@ -123,14 +123,18 @@ class JobSet:
     def __init__(self, scheduler: LoopScheduler, owner: str, events: EventLog) -> None:
         self.scheduler, self.owner, self.events = scheduler, owner, events
         self._ids: set[str] = set()
+        self._placed: set[str] = set()  # ever added by this process
 
     def replace(self, jobs: Sequence[Job]) -> None:
         self.clear()
         for job in jobs:
             job_id = f"{self.owner}:{job.id}"
             if job.recorded:
+                # Catch-up is for what fell due while the agent was down: at start, not at
+                # every reload.
+                catch_up = job.catch_up and job_id not in self._placed
                 missed = self.scheduler.add_recorded_job(
-                    job_id, job.func, job.timing.trigger, catch_up=job.catch_up, **job.options
+                    job_id, job.func, job.timing.trigger, catch_up=catch_up, **job.options
                 )
                 if missed is not None:
                     self.events.emit(
@@ -154,6 +158,7 @@ class JobSet:
                     **job.options,
                 )
             self._ids.add(job_id)
+            self._placed.add(job_id)
 
     def clear(self) -> None:
         for job_id in self._ids:

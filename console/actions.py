@@ -24,7 +24,6 @@ from typing import Any
 from agent.schema import (
     ActionResult,
     GroupActionResult,
-    GroupMemberStatus,
     GroupStatus,
     PlanCandidate,
     ProbeStatus,
@@ -145,11 +144,6 @@ def run_runbook(host: str, book: Runbook) -> Plan:
 
 def _group_path(group: str, action: str) -> str:
     return f"/api/v1/groups/{group}/{action}"
-
-
-def _primary(gs: GroupStatus) -> GroupMemberStatus | None:
-    """The lease holder's member record, if the store has one."""
-    return next((m for m in gs.members if m.member == gs.leader), None)
 
 
 def switchover(host: str, gs: GroupStatus, to: str | None) -> Plan:

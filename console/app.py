@@ -24,6 +24,7 @@ from textual.css.query import NoMatches
 from textual.theme import Theme
 from textual.timer import Timer
 
+from agent.schema import Plan as AgentPlan
 from agent.schema import sent_api_version
 from console import actions, settings
 from console.actions import Outcome, Plan
@@ -105,6 +106,8 @@ class HadeckApp(App[None]):
         self.clock = clock
         self.poller = FleetPoller(clients, poll_interval, concurrency, self.deliver, clock)
         self.outcomes: list[Outcome] = []
+        #: Previews asked for; only the newest may open a dialog.
+        self._previews = 0
         self.audit_errors: dict[str, str] = {}
         self.history: list[str] = []
         self._theme_choice = theme
@@ -274,34 +277,42 @@ class HadeckApp(App[None]):
             self._confirm(actions.without_agent_plan(plan, why))
         else:
             # Said only when the agent is slow to answer: usually the dialog is there first.
+            self._previews += 1
             slow = self.set_timer(
                 0.7,
                 lambda: self.notify(f"asking {plan.host} for its plan: {plan.title}", timeout=3),
             )
-            self.preview(plan, slow)
+            self.preview(plan, self._previews, slow)
 
-    @work(thread=True, group="previews", exclusive=True)
-    def preview(self, plan: Plan, slow: Timer) -> None:
+    @work(thread=True, group="previews")
+    def preview(self, plan: Plan, seq: int, slow: Timer) -> None:
         """The agent's `dry_run` of the request, so the dialog shows its rules, not ours."""
         try:
             agent_plan = self.clients[plan.host].plan(
                 plan.path, self.actor, PREVIEW_TIMEOUT, plan.body
             )
         except (AgentRefused, TransportError) as exc:
-            self.call_from_thread(slow.stop)
-            self.call_from_thread(self._confirm, actions.without_agent_plan(plan, str(exc)))
+            self.call_from_thread(self._previewed, seq, slow, plan, str(exc))
             return
-        self.call_from_thread(slow.stop)
-        if agent_plan.refusal is not None:
-            self.call_from_thread(
-                self.notify,
-                agent_plan.refusal,
+        self.call_from_thread(self._previewed, seq, slow, plan, agent_plan)
+
+    def _previewed(self, seq: int, slow: Timer, plan: Plan, answer: AgentPlan | str) -> None:
+        """Only the newest preview opens a dialog: a slow agent's late plan for an action
+        the operator has moved on from (asked again, or asked another) is dropped."""
+        slow.stop()
+        if seq != self._previews:
+            return
+        if isinstance(answer, str):
+            self._confirm(actions.without_agent_plan(plan, answer))
+        elif answer.refusal is not None:
+            self.notify(
+                answer.refusal,
                 title=f"{plan.title}: {plan.host}'s agent would refuse",
                 severity="error",
                 timeout=12,
             )
-            return
-        self.call_from_thread(self._confirm, actions.with_agent_plan(plan, agent_plan))
+        else:
+            self._confirm(actions.with_agent_plan(plan, answer))
 
     def _confirm(self, plan: Plan) -> None:
         def confirmed(reason: str | None) -> None:

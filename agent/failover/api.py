@@ -111,7 +111,7 @@ def group_router(agent: GroupsView) -> APIRouter:
     ) -> Plan | JSONResponse:
         b = body or GroupActionRequest()
         if b.dry_run:
-            return (await agent.group_ops.plan(action, group, b.to))[1]
+            return (await agent.group_ops.plan(action, group, b.to, b.confirm))[1]
         op = await agent.group_ops.handover(action, group, b.to, actor, b.reason, b.confirm)
         return JSONResponse(op.model().model_dump(mode="json"), status_code=202)
 

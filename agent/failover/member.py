@@ -206,7 +206,12 @@ class GroupMember:
             name=f"journal:{action}:{self.group}",
         )
         self._records.add(task)
-        task.add_done_callback(self._records.discard)
+        task.add_done_callback(self._recorded)
+
+    def _recorded(self, task: asyncio.Task[object]) -> None:
+        self._records.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("group %s: journaling failed: %r", self.group, exc)
 
     async def _run(self) -> None:
         # Whatever this host was before the agent started, it starts as a standby: a
@@ -267,7 +272,10 @@ class GroupMember:
 
     async def _read_group(self) -> None:
         self.paused = await self.store.get_flag(self.group, "paused") is not None
-        self.request = Request.parse(await self.store.get_flag(self.group, "request"))
+        req = Request.parse(await self.store.get_flag(self.group, "request"))
+        # One that lapsed (not done within 3 x ttl) is ignored on every path: a target whose
+        # promote hook keeps failing must not take the key again and again on its strength.
+        self.request = req if req is not None and self.fresh(req) else None
         await self.store.publish(self.group, self._record(), self.cfg.ttl)
         self.members = await self.store.members(self.group)
 
@@ -430,7 +438,7 @@ class GroupMember:
                 return
             if (
                 req is not None
-                and self._fresh(req)
+                and self.fresh(req)
                 and (req.to not in (None, self.member) or req.from_member == self.member)
             ):
                 return  # an operator asked for someone else, or asked us to step down
@@ -486,7 +494,8 @@ class GroupMember:
         self._hook.add_done_callback(lambda _: self._wake.set())
         self._wake.set()
 
-    def _fresh(self, req: Request) -> bool:
+    def fresh(self, req: Request) -> bool:
+        """Not lapsed: a request not done within 3 x ttl is ignored by every member."""
         return time.time() - req.at < 3 * self.cfg.ttl
 
     def _candidates(self) -> list[MemberRecord]:

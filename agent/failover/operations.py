@@ -17,12 +17,15 @@ request if the members have not acted on it yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from agent.actions import Refused
+from agent.api.errors import ApiError
 from agent.events import EventLog
 from agent.failover.lease import Handover, LeaseStoreError, MemberRecord, ranked
 from agent.failover.member import GroupMember, Request
@@ -80,6 +83,10 @@ class _Seen:
     leader: str | None
     records: dict[str, MemberRecord]
     paused: bool
+    #: The lease holder's fencing token: a handover is done when a newer one promoted.
+    token: int | None = None
+    #: A handover asked for and not yet done (nor lapsed).
+    pending: Request | None = None
 
 
 def _candidates(seen: _Seen, chosen: str | None) -> list[PlanCandidate]:
@@ -112,7 +119,12 @@ def switchover_plan(m: GroupMember, seen: _Seen, to: str | None) -> Plan:
     """Planned: the healthy primary steps down, a named (or the best) standby takes over."""
     leader, records = seen.leader, seen.records
     problem = None
-    if seen.paused:
+    if (p := seen.pending) is not None:
+        problem = (
+            f"a {p.kind} to {p.to or 'the best standby'} asked by {p.actor} "
+            f"{time.time() - p.at:.0f}s ago is still in progress: wait for it or cancel it"
+        )
+    elif seen.paused:
         problem = "the group is paused (maintenance): resume it first"
     elif leader is None:
         problem = "there is no primary to switch over from: use a failover"
@@ -183,6 +195,10 @@ def failover_plan(m: GroupMember, seen: _Seen, to: str | None) -> Plan:
         )
     if seen.paused:
         warnings.append(f"{g} is paused: a forced failover still goes ahead")
+    if (p := seen.pending) is not None:
+        warnings.append(f"it replaces the {p.kind} to {p.to} asked by {p.actor}, not done yet")
+    if problem is None and p is not None and p.kind == "failover" and p.to == to:
+        problem = f"a forced failover to {to} asked by {p.actor} is already in progress"
     steps = []
     if leader is not None:
         steps.append(
@@ -258,24 +274,37 @@ class GroupOperations:
         leader = await m.store.leader(m.group)
         records = {r.member: r for r in await m.store.members(m.group)}
         paused = await m.store.get_flag(m.group, "paused") is not None
-        return _Seen(leader.member if leader else None, records, paused)
+        req = Request.parse(await m.store.get_flag(m.group, "request"))
+        pending = req if req is not None and m.fresh(req) else None
+        return _Seen(
+            leader.member if leader else None,
+            records,
+            paused,
+            leader.token if leader else None,
+            pending,
+        )
 
     async def plan(
-        self, action: str, group: str, to: str | None = None
-    ) -> tuple[GroupMember | None, Plan]:
-        """What `action` would do now, by the same checks the request runs."""
+        self, action: str, group: str, to: str | None = None, confirm: str | None = None
+    ) -> tuple[GroupMember | None, Plan, _Seen | None]:
+        """What `action` would do now, by the same checks the request runs (a forced
+        failover's `confirm` included: a plan without it says the request would get 400)."""
         m = self.members.get(group)
         if m is None:
-            return None, _refusal(action, group, 404, self._unknown(group))
+            return None, _refusal(action, group, 404, self._unknown(group)), None
+        if action == "failover" and confirm != group:
+            msg = f"a forced failover needs confirm={group!r}"
+            return m, _refusal(action, group, 400, msg, confirm=group), None
         try:
             seen = await self._seen(m)
         except LeaseStoreError as exc:
-            return m, _refusal(action, group, 409, f"the lease store does not answer: {exc}")
+            msg = f"the lease store does not answer: {exc}"
+            return m, _refusal(action, group, 409, msg), None
         if action == "switchover":
-            return m, switchover_plan(m, seen, to)
+            return m, switchover_plan(m, seen, to), seen
         if action == "failover":
-            return m, failover_plan(m, seen, to)
-        return m, pause_plan(m, seen, action == "pause")
+            return m, failover_plan(m, seen, to), seen
+        return m, pause_plan(m, seen, action == "pause"), seen
 
     async def _refuse(
         self, group: str, action: str, actor: str, params: dict[str, Any], status: int, msg: str
@@ -294,29 +323,29 @@ class GroupOperations:
     ) -> Operation:
         """Start a switchover or forced failover: refused at once (journaled) when its plan
         says so, else the request is in the lease store and the operation follows it."""
-        params = {"to": to, "reason": reason}
-        if group not in self.members:
-            raise await self._refuse(group, action, actor, params, 404, self._unknown(group))
-        if action == "failover" and confirm != group:
-            msg = f"a forced failover needs confirm={group!r}"
-            raise await self._refuse(group, action, actor, params, 400, msg)
-        m, plan = await self.plan(action, group, to)
-        params["to"] = plan.to_member if action == "failover" else to
-        if m is None or not plan.ok:
+        m, plan, seen = await self.plan(action, group, to, confirm)
+        # The member it goes to, as chosen (a switchover without `to`: the agents' choice).
+        params = {"to": plan.to_member or to, "asked_to": to, "reason": reason}
+        if m is None or seen is None or not plan.ok:
             raise await self._refuse(
                 group, action, actor, params, plan.status, plan.refusal or "refused"
             )
         req = Request(action, plan.to_member, plan.from_member, actor, reason, time.time())
+
+        async def work(op: Operation) -> dict[str, Any]:
+            return await self._follow(op, m, req, seen.token, params)
+
+        try:
+            op = self.operations.start(f"group_{action}", group, actor, params, work, defer=True)
+        except sqlite3.Error as exc:  # nothing asked yet: the operator may simply retry
+            raise ApiError(503, f"the agent's store does not take writes: {exc}") from None
         try:
             await m.store.set_flag(m.group, "request", req.to_json())
         except LeaseStoreError as exc:
+            self.operations.discard(op)
             msg = f"the lease store does not answer: {exc}"
             raise await self._refuse(m.group, action, actor, params, 409, msg) from None
-
-        async def work(op: Operation) -> dict[str, Any]:
-            return await self._follow(op, m, req, params)
-
-        op = self.operations.start(f"group_{action}", group, actor, params, work)
+        self.operations.run(op)
         self.events.emit(
             f"group_{action}_requested",
             "warning",
@@ -327,10 +356,26 @@ class GroupOperations:
         )
         return op
 
+    async def _done(self, m: GroupMember, req: Request, token: int | None) -> bool:
+        """The target has promoted since the request (its hook succeeded, not just the key
+        taken): a handover newer than the lease that was current, told by fencing token
+        (both from the one lease store), not by two hosts' clocks."""
+        recent = await m.store.history(m.group, 1)
+        if not recent or recent[0].to_member != req.to:
+            return False
+        return recent[0].token > token if token is not None else recent[0].at >= req.at
+
     async def _follow(
-        self, op: Operation, m: GroupMember, req: Request, params: dict[str, Any]
+        self,
+        op: Operation,
+        m: GroupMember,
+        req: Request,
+        token: int | None,
+        params: dict[str, Any],
     ) -> dict[str, Any]:
-        """Wait for the target's promotion; the journal gets the outcome, whatever it is."""
+        """Wait for the target's promotion; the journal gets the outcome, whatever it is.
+        A cancel withdraws the request only while the primary has not begun handing over;
+        later, or once the target has promoted, the cancel is too late and says so."""
         to, leader = req.to, req.from_member
         started, t0 = time.time(), time.monotonic()
         # The demote and promote hooks, plus a loop on each side and the lease in between.
@@ -343,13 +388,10 @@ class GroupOperations:
                 await asyncio.sleep(0.1)
                 try:
                     current = await m.store.leader(m.group)
-                    # Done when the target has promoted (its hook succeeded), not just taken
-                    # the key.
-                    recent = await m.store.history(m.group, 1)
+                    done = await self._done(m, req, token)
                 except LeaseStoreError:
                     continue
                 was, holder = holder, current.member if current else None
-                done = bool(recent) and recent[0].to_member == to and recent[0].at >= req.at
                 if holder != was:
                     step = (
                         f"{holder} holds the lease, running its promote hook"
@@ -359,31 +401,53 @@ class GroupOperations:
                     op.report(step, fraction=0.5 if holder is None else 0.75)
                     self.operations.progressed(op)
         except asyncio.CancelledError:
-            withdrawn = await self._withdraw(m, req)
-            if op.state == "cancelling":
-                message = (
-                    "cancelled: the request is withdrawn from the lease store; a member that "
-                    "had already begun the handover completes it"
-                    if withdrawn
-                    else "cancelled: stopped following; the members had already taken the "
-                    "request up"
-                ) + f" (lease holder: {holder or 'none'}); see the group's events"
-            else:
+            if op.state != "cancelling":  # the agent is stopping: the handover goes on
                 message = "the agent stopped while following the handover; see the group's events"
+                op.result = await self._finish(op, m, req, params, False, message, started, t0)
+                raise
+            with contextlib.suppress(LeaseStoreError):
+                done = await self._done(m, req, token)
+            if done:  # too late: it happened; the operation says so and succeeds
+                message = f"{to} is primary after {time.monotonic() - t0:.1f}s (cancel too late)"
+                return await self._finish(op, m, req, params, True, message, started, t0)
+            if await self._begun(m, req):
+                message = (
+                    f"cancel too late: {leader} has begun handing over to {to}; it completes "
+                    "without this operation following it (see the group's events)"
+                )
+            elif await self._withdraw(m, req):
+                message = "cancelled: the request is withdrawn; nothing was handed over"
+            else:
+                message = "cancelled: stopped following; the request was no longer there"
             op.result = await self._finish(op, m, req, params, False, message, started, t0)
             raise
         duration = time.monotonic() - t0
         if done:
             message = f"{to} is primary after {duration:.1f}s"
-        else:
-            message = (
-                f"{to} did not become primary within {deadline - t0:.0f}s "
-                f"(lease holder now: {holder or 'none'}); see the group's events"
-            )
-        result = await self._finish(op, m, req, params, done, message, started, t0)
-        if not done:
-            raise Failed(result["message"], result)
-        return result
+            return await self._finish(op, m, req, params, True, message, started, t0)
+        await self._withdraw(m, req)  # lapsed: no member acts on it any more either
+        message = (
+            f"{to} did not become primary within {deadline - t0:.0f}s "
+            f"(lease holder now: {holder or 'none'}); the request is withdrawn; "
+            "see the group's events"
+        )
+        result = await self._finish(op, m, req, params, False, message, started, t0)
+        raise Failed(result["message"], result)
+
+    async def _begun(self, m: GroupMember, req: Request) -> bool:
+        """The old primary has let go or is demoting: withdrawing the request now would
+        leave the election to whoever wins, not to the member the operator confirmed."""
+        try:
+            current = await m.store.leader(m.group)
+            records = {r.member: r for r in await m.store.members(m.group)}
+        except LeaseStoreError:
+            return True  # cannot tell: do not touch the request
+        if req.from_member is None:
+            return current is not None
+        if current is None or current.member != req.from_member:
+            return True
+        rec = records.get(req.from_member)
+        return rec is not None and rec.role != "primary"
 
     async def _withdraw(self, m: GroupMember, req: Request) -> bool:
         """Clear the request flag if it is still this request; True when it was."""
@@ -395,7 +459,17 @@ class GroupOperations:
             pass
         return False
 
-    async def _finish(
+    async def _finish(self, *args: Any) -> dict[str, Any]:
+        """Journal the outcome whatever happens meanwhile: a cancel that lands while the
+        record is being written does not cut it short (the operation then ends as what it
+        was, not `cancelled` without a result)."""
+        task = asyncio.ensure_future(self._record(*args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            return await task
+
+    async def _record(
         self,
         op: Operation,
         m: GroupMember,
@@ -496,5 +570,15 @@ class GroupOperations:
         )
 
 
-def _refusal(action: str, group: str, status: int, message: str) -> Plan:
-    return Plan(action=action, target=group, ok=False, refusal=message, status=status, steps=[])
+def _refusal(
+    action: str, group: str, status: int, message: str, confirm: str | None = None
+) -> Plan:
+    return Plan(
+        action=action,
+        target=group,
+        ok=False,
+        refusal=message,
+        status=status,
+        steps=[],
+        confirm=confirm,
+    )

@@ -245,9 +245,12 @@ def test_a_dry_run_answers_the_agents_plan_and_changes_nothing(group: Start) -> 
         refused = first.agent.post(path, json={"dry_run": True, "to": "nobody"}).json()
         assert (refused["ok"], refused["status"]) == (False, 409)
         assert "no fresh member record" in refused["refusal"]
-        forced = first.agent.post(f"/api/v1/groups/{GROUP}/failover", json={"dry_run": True})
+        path = f"/api/v1/groups/{GROUP}/failover"
+        unconfirmed = first.agent.post(path, json={"dry_run": True}).json()
+        assert (unconfirmed["status"], unconfirmed["confirm"]) == (400, GROUP), unconfirmed
+        forced = first.agent.post(path, json={"dry_run": True, "confirm": GROUP})
         assert forced.status_code == 200, forced.text
-        assert forced.json()["confirm"] == GROUP and "is healthy" in forced.json()["refusal"]
+        assert forced.json()["status"] == 409 and "is healthy" in forced.json()["refusal"]
         unknown = first.agent.post("/api/v1/groups/nosuch/pause", json={"dry_run": True}).json()
         assert (unknown["ok"], unknown["status"]) == (False, 404)
         # Nothing moved and nothing was audited: a plan is not an action.
@@ -286,19 +289,32 @@ def test_a_cancelled_switchover_is_journaled_and_leaves_one_primary(group: Start
         first = wait_for(lambda: one_primary(members), 20, "a primary")
         for m in members:
             wait_for(lambda m=m: len(m.status()["members"]) == 3, 10, f"{m.name} sees every member")
-        r = first.agent.post(f"/api/v1/groups/{GROUP}/switchover", actor="carol", json={})
+        path = f"/api/v1/groups/{GROUP}/switchover"
+        r = first.agent.post(path, actor="carol", json={})
         assert r.status_code == 202, r.text
         op_id = r.json()["id"]
+        # One handover at a time: a second is refused while the first is pending.
+        again = members[1].agent.post(path, actor="dave", json={})
+        assert again.status_code == 409 and "still in progress" in again.json()["error"]
         cancel = first.agent.post(f"/api/v1/operations/{op_id}/cancel", actor="carol")
-        assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled", cancel.text
-        assert "cancelled" in cancel.json()["result"]["message"]
-        # Whether the request was withdrawn in time or a member had begun the handover, the
-        # group settles on one primary and no request is left behind.
+        assert cancel.status_code == 200, cancel.text
+        op = cancel.json()
+        message = op["result"]["message"]
+        # Three honest endings, by how far the handover had gone when the cancel came.
+        if op["state"] == "succeeded":
+            assert "cancel too late" in message
+        else:
+            assert op["state"] == "cancelled", op
+            assert ("withdrawn; nothing was handed over" in message) or ("too late" in message)
         wait_for(lambda: one_primary(members), 20, "one primary")
+        if "nothing was handed over" in message:
+            assert one_primary(members) is first
         wait_for(lambda: not any(m.status()["request"] for m in members), 20, "no request")
         audit = first.agent.get("/api/v1/audit")
-        done = [a for a in audit if a["action"] == "group_switchover"]
-        assert [(a["params"]["operation"], a["result"]["ok"]) for a in done] == [(op_id, False)]
+        done = [a for a in audit if a["action"] == "group_switchover" and a["actor"] == "carol"]
+        assert [(a["params"]["operation"], a["result"]["ok"]) for a in done] == [
+            (op_id, op["state"] == "succeeded")
+        ]
         assert any(a["action"] == "operation_cancel" and a["target"] == op_id for a in audit)
 
 

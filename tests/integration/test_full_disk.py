@@ -22,6 +22,7 @@ import pytest
 from agent.audit import AuditLog, read, verify
 from agent.events import EventLog
 from agent.metrics import Metrics
+from agent.operations import Operation, Operations
 from agent.store import Store
 from tests.support.agent import AgentProcess, DemoService, http_probe, restartable
 from tests.support.fullfs import SmallFilesystem, small_filesystem
@@ -206,6 +207,36 @@ async def test_probe_results_the_disk_refuses_are_kept_and_written_once_it_frees
         2.0 + n for n in range(200)
     ]
     store.close()
+
+
+async def test_an_operation_that_ends_while_the_disk_is_full_is_not_left_running(full_disk):
+    store = Store(full_disk.path / "state.db")
+    ops = Operations(store, EventLog(store, Metrics()))
+    go = asyncio.Event()
+
+    async def work(op: Operation) -> dict[str, Any]:
+        await go.wait()
+        return {"copied": 3}
+
+    op = ops.start("backup", "db", "ops", {}, work)
+    full_disk.fill()
+    go.set()
+    deadline = time.monotonic() + 10
+    while op.id in ops._running and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    seen = ops.get(op.id)
+    assert seen is not None and seen.state == "succeeded" and seen.result == {"copied": 3}
+    assert [o.state for o in ops.recent()] == ["succeeded"]  # not the row's `running`
+    full_disk.free()
+    later = ops.start("backup", "db", "ops", {}, work)  # the next write takes both
+    deadline = time.monotonic() + 10
+    while later.id in ops._running and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    store.close()
+    reopened = Store(full_disk.path / "state.db")
+    states = {o.id: o.state for o in Operations(reopened, EventLog(reopened, Metrics())).recent()}
+    assert states == {op.id: "succeeded", later.id: "succeeded"}
+    reopened.close()
 
 
 # -- a real agent ----------------------------------------------------------------------

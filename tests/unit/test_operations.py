@@ -120,3 +120,50 @@ def test_eta_follows_from_the_fraction_and_the_time_so_far(done: int) -> None:
         assert op.progress.eta_seconds is None  # nothing done: no rate to tell from
     else:
         assert op.progress.eta_seconds is not None and op.progress.eta_seconds > 0
+
+
+async def test_a_second_cancel_waits_for_the_first_and_cuts_no_cleanup_short(
+    tmp_path: Path,
+) -> None:
+    ops, store = _ops(tmp_path / "state.db")
+    started, cleaned = asyncio.Event(), []
+
+    async def work(op: Operation) -> dict[str, Any]:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # e.g. withdrawing a request, writing the record
+            cleaned.append(op.id)
+            raise
+        return {}
+
+    op = ops.start("group_switchover", "pg", "ops", {}, work)
+    await started.wait()
+    first, second = await asyncio.gather(ops.cancel(op.id), ops.cancel(op.id))
+    assert cleaned == [op.id]
+    assert first is not None and second is not None
+    assert first.state == second.state == "cancelled"
+    store.close()
+
+
+async def test_a_deferred_operation_runs_only_when_told_and_a_discarded_one_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    ops, store = _ops(tmp_path / "state.db")
+    ran: list[str] = []
+
+    async def work(op: Operation) -> dict[str, Any]:
+        ran.append(op.id)
+        return {}
+
+    kept = ops.start("group_failover", "pg", "ops", {}, work, defer=True)
+    dropped = ops.start("group_failover", "pg", "ops", {}, work, defer=True)
+    ops.discard(dropped)
+    await asyncio.sleep(0.05)
+    assert ran == []  # asked for nothing yet
+    ops.run(kept)
+    await _until(lambda: ran == [kept.id], "the deferred work")
+    assert ops.get(dropped.id) is None
+    assert [o.id for o in ops.recent()] == [kept.id]
+    store.close()
