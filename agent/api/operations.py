@@ -9,8 +9,9 @@ from fastapi import APIRouter, Path, Query
 from agent.api.auth import Operator
 from agent.api.errors import ApiError
 from agent.audit import AuditLog
+from agent.operations import Operation as OperationRecord
 from agent.operations import Operations
-from agent.schema import Operation, OperationState
+from agent.schema import ActionRequest, Operation, OperationState, Plan
 
 OP_ID = Annotated[str, Path(pattern=r"^op-[0-9a-f]{12}$")]
 
@@ -40,11 +41,15 @@ def router(agent: OperationsView) -> APIRouter:
             raise ApiError(404, f"no operation {op_id!r} on this host")
         return op.model()
 
-    @r.post("/api/v1/operations/{op_id}/cancel", response_model=Operation)
-    async def cancel(op_id: OP_ID, actor: Operator) -> Operation:
+    @r.post("/api/v1/operations/{op_id}/cancel", response_model=Operation | Plan)
+    async def cancel(
+        op_id: OP_ID, actor: Operator, body: ActionRequest | None = None
+    ) -> Operation | Plan:
         """Cancel a running operation; answers once its work has stopped. Cancelling one
         that has finished changes nothing and says so in its state."""
         op = agent.operations.get(op_id)
+        if body is not None and body.dry_run:
+            return _cancel_plan(op_id, op)
         if op is None:
             raise ApiError(404, f"no operation {op_id!r} on this host")
         was = op.state
@@ -53,9 +58,26 @@ def router(agent: OperationsView) -> APIRouter:
             str(actor),
             "operation_cancel",
             op_id,
-            {"type": op.type, "target": op.target},
+            {"type": op.type, "target": op.target, "reason": body.reason if body else ""},
             {"ok": was == "running", "state_before": was, "state": op.state},
         )
         return op.model()
 
     return r
+
+
+def _cancel_plan(op_id: str, op: OperationRecord | None) -> Plan:
+    if op is None:
+        msg = f"no operation {op_id!r} on this host"
+        return Plan(action="cancel", target=op_id, ok=False, refusal=msg, status=404, steps=[])
+    steps = [f"stop {op.type} {op.target} ({op.id}) and wait for its work to end"]
+    if op.type in ("group_switchover", "group_failover"):
+        steps.append(
+            "withdraw the handover request if the primary has not begun handing over; "
+            "after that the handover completes (the cancel says it came too late)"
+        )
+    warnings = [] if op.state == "running" else [f"it has already ended ({op.state}): no change"]
+    return Plan(
+        action="cancel", target=op_id, ok=True, refusal=None, status=200, steps=steps,
+        warnings=warnings,
+    )  # fmt: skip

@@ -296,7 +296,13 @@ def test_a_cancelled_switchover_is_journaled_and_leaves_one_primary(group: Start
         # One handover at a time: a second is refused while the first is pending.
         again = members[1].agent.post(path, actor="dave", json={})
         assert again.status_code == 409 and "still in progress" in again.json()["error"]
-        cancel = first.agent.post(f"/api/v1/operations/{op_id}/cancel", actor="carol")
+        plan = first.agent.post(
+            f"/api/v1/operations/{op_id}/cancel", actor="carol", json={"dry_run": True}
+        ).json()
+        assert plan["kind"] == "plan" and "withdraw the handover request" in plan["steps"][1]
+        cancel = first.agent.post(
+            f"/api/v1/operations/{op_id}/cancel", actor="carol", json={"reason": "wrong group"}
+        )
         assert cancel.status_code == 200, cancel.text
         op = cancel.json()
         message = op["result"]["message"]
