@@ -6,12 +6,23 @@ so a high-contrast or light theme recolours every badge and row.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 
 from textual.theme import Theme
 
-THEMES_DIR = Path(__file__).resolve().parent.parent / "themes"
+
+def _themes_dir() -> Path:
+    """`themes/` beside the packages in a checkout; an installed wheel puts the same files
+    in `<prefix>/share/hadeck/themes` (pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parent.parent / "themes"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "hadeck" / "themes"
+
+
+THEMES_DIR = _themes_dir()
 DEFAULT = "hadeck-dark"
 _FIELDS = {
     "name", "dark", "primary", "secondary", "accent", "success", "warning", "error",
