@@ -329,6 +329,16 @@ async def test_a_subsystems_recorded_job_makes_up_a_missed_run_and_says_so(tmp_p
             assert time.monotonic() < deadline, f"the run was not recorded: {r}"
             await asyncio.sleep(0.02)
         assert r.last_success is not None and r.last_success > three_days_ago
+        # A reload places the job again: nothing was missed meanwhile, and catch-up is for
+        # what fell due while the agent was down, so no second run and no second event.
+        # (Even when the last success is old again, as after failed runs.)
+        store.db.execute(
+            "UPDATE job_runs SET last_success = ? WHERE job = 'backups:nightly'", (three_days_ago,)
+        )
+        jobs.replace([Job("nightly", backup, timing, recorded=True, catch_up=schedule.catch_up)])
+        await asyncio.sleep(0.3)
+        assert len(ran) == 1
+        assert len([e for e in store.events(limit=10) if e.kind == "job_missed"]) == 1
         jobs.clear()
         assert scheduler.get_job("backups:nightly") is None
     finally:
