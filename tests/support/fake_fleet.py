@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import threading
+import time
 from typing import Any
 
 from pydantic import BaseModel
@@ -222,6 +223,8 @@ class FakeTransport(Transport):
         self.reachable = True
         self.lock = threading.Lock()
         self.operations: dict[str, Operation] = {}
+        #: Seconds each next dry run takes to answer, in order (then at once).
+        self.plan_delays: list[float] = []
 
     def request(
         self,
@@ -238,6 +241,8 @@ class FakeTransport(Transport):
             with self.lock:  # a dry run changes nothing: it is not among the posts
                 sent = self.plans if (body or {}).get("dry_run") else self.posts
                 sent.append((path, body, dict(headers or {})))
+                delay = self.plan_delays.pop(0) if sent is self.plans and self.plan_delays else 0
+            time.sleep(delay)  # a slow agent (the console calls from a worker thread)
             if path.startswith("/api/v1/groups/"):
                 _, _, _, _, group, action = path.split("/")
                 gs = next((g for g in self.status.groups if g.name == group), None)

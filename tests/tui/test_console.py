@@ -102,6 +102,30 @@ async def test_restart_asks_first_and_carries_the_operator(make_app: Callable[..
         assert app.outcomes[0].ok
 
 
+async def test_a_slow_agents_late_plan_opens_no_second_dialog(
+    make_app: Callable[..., App],
+) -> None:
+    app, transports = make_app()
+    transports["web-03"].plan_delays = [1.0]  # the first preview is slow, the second is not
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("enter", "r")
+        await pilot.pause(0.1)
+        await pilot.press("r")  # asked again before the first answered
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
+
+        def both_answered() -> bool:
+            """both previews answered"""
+            return len(transports["web-03"].plans) == 2 and not [
+                w for w in app.workers if w.group == "previews" and not w.is_finished
+            ]
+
+        await until(pilot, both_answered)
+        await pilot.pause(0.2)
+        dialogs = [s for s in app.screen_stack if isinstance(s, ConfirmAction)]
+        assert len(dialogs) == 1, app.screen_stack
+
+
 async def test_read_only_console_takes_no_action(make_app: Callable[..., App]) -> None:
     app, transports = make_app(read_only=True)
     async with app.run_test(size=(120, 40)) as pilot:
