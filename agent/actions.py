@@ -113,16 +113,16 @@ class Actions:
     def restart_plan(self, service: str) -> Plan:
         svc = self.supervisor.services.get(service)
         if svc is None:
-            return _refused("restart", service, 404, f"no service {service!r}")
+            return Plan.refused("restart", service, 404, f"no service {service!r}")
         if svc.cfg.restart is None:
             msg = f"service {service!r} has no restart command in the config"
-            return _refused("restart", service, 409, msg)
+            return Plan.refused("restart", service, 409, msg)
         steps = [shlex.join(svc.cfg.restart.command) + f"  (timeout {svc.cfg.restart.timeout:g}s)"]
         problem = None
+        down = [d for d in svc.cfg.depends_on if self.supervisor.services[d].state is State.DOWN]
         if svc.lock.locked():
             problem = f"a restart or runbook of {service!r} is already running"
-        down = [d for d in svc.cfg.depends_on if self.supervisor.services[d].state is State.DOWN]
-        if down:
+        elif down:
             problem = f"{service!r} depends on {', '.join(down)}, which is down"
         warnings = []
         if svc.state is State.UP:
@@ -164,7 +164,7 @@ class Actions:
     def probe_plan(self, probe: str) -> Plan:
         runner = self.supervisor.probes.get(probe)
         if runner is None:
-            return _refused("run_probe", probe, 404, f"no probe {probe!r}")
+            return Plan.refused("run_probe", probe, 404, f"no probe {probe!r}")
         return Plan(
             action="run_probe",
             target=probe,
@@ -177,7 +177,7 @@ class Actions:
     def runbook_plan(self, name: str) -> Plan:
         book = self.supervisor.config.runbooks.get(name)
         if book is None:
-            return _refused("runbook", name, 404, f"no runbook {name!r}")
+            return Plan.refused("runbook", name, 404, f"no runbook {name!r}")
         return Plan(
             action="runbook",
             target=name,
@@ -219,7 +219,3 @@ class Actions:
         return await self._finish(
             actor, "runbook", name, params, started, ok, message, steps=_outcomes(results)
         )
-
-
-def _refused(action: str, target: str, status: int, message: str) -> Plan:
-    return Plan(action=action, target=target, ok=False, refusal=message, status=status, steps=[])

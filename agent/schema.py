@@ -315,6 +315,14 @@ class Plan(Answer):
     to_member: str | None = None
     candidates: list[PlanCandidate] = Field(default_factory=list)
 
+    @classmethod
+    def refused(cls, action: str, target: str, status: int, message: str, **fields: Any) -> Plan:
+        """A plan that stops before any step: the request would get `status` and `message`."""
+        return cls(
+            action=action, target=target, ok=False, refusal=message, status=status, steps=[],
+            **fields,
+        )  # fmt: skip
+
 
 class OperationProgress(Answer):
     message: str = ""

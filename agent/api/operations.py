@@ -68,8 +68,7 @@ def router(agent: OperationsView) -> APIRouter:
 
 def _cancel_plan(op_id: str, op: OperationRecord | None) -> Plan:
     if op is None:
-        msg = f"no operation {op_id!r} on this host"
-        return Plan(action="cancel", target=op_id, ok=False, refusal=msg, status=404, steps=[])
+        return Plan.refused("cancel", op_id, 404, f"no operation {op_id!r} on this host")
     steps = [f"stop {op.type} {op.target} ({op.id}) and wait for its work to end"]
     if op.type in ("group_switchover", "group_failover"):
         steps.append(

@@ -291,15 +291,15 @@ class GroupOperations:
         failover's `confirm` included: a plan without it says the request would get 400)."""
         m = self.members.get(group)
         if m is None:
-            return None, _refusal(action, group, 404, self._unknown(group)), None
+            return None, Plan.refused(action, group, 404, self._unknown(group)), None
         if action == "failover" and confirm != group:
             msg = f"a forced failover needs confirm={group!r}"
-            return m, _refusal(action, group, 400, msg, confirm=group), None
+            return m, Plan.refused(action, group, 400, msg, confirm=group), None
         try:
             seen = await self._seen(m)
         except LeaseStoreError as exc:
             msg = f"the lease store does not answer: {exc}"
-            return m, _refusal(action, group, 409, msg), None
+            return m, Plan.refused(action, group, 409, msg), None
         if action == "switchover":
             return m, switchover_plan(m, seen, to), seen
         if action == "failover":
@@ -568,17 +568,3 @@ class GroupOperations:
             audit_seq=entry.seq,
             audit_error=entry.error,
         )
-
-
-def _refusal(
-    action: str, group: str, status: int, message: str, confirm: str | None = None
-) -> Plan:
-    return Plan(
-        action=action,
-        target=group,
-        ok=False,
-        refusal=message,
-        status=status,
-        steps=[],
-        confirm=confirm,
-    )

@@ -121,7 +121,7 @@ async def test_a_slow_agents_late_plan_opens_no_second_dialog(
             ]
 
         await until(pilot, both_answered)
-        await pilot.pause(0.2)
+        await pilot.pause()  # the late answer, delivered to the app, has been handled
         dialogs = [s for s in app.screen_stack if isinstance(s, ConfirmAction)]
         assert len(dialogs) == 1, app.screen_stack
 
