@@ -58,6 +58,70 @@ class MemberRecord:
         return cls(**{k: data[k] for k in data if k in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True)
+class Release:
+    """The `released` flag: written by a primary that has stepped down (its demote hook
+    succeeded) just before it deletes its key. It tells the standbys that this key's end
+    was graceful, so they need not wait out its holder's deadline."""
+
+    token: int
+    member: str
+    at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Release | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(int(data["token"]), str(data["member"]), float(data["at"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def certainly_free(
+    seen: Leader,
+    seen_at: float,
+    gone_at: float,
+    released: Release | None,
+    ttl: float,
+    safety: float,
+    resolution: float,
+) -> tuple[float, str]:
+    """When a leader key this standby no longer sees is certainly nobody's, and why.
+
+    A key can vanish while its holder still believes it is primary (revoked or deleted
+    in the store, a store restored or restarted empty): the holder keeps its local
+    deadline, up to `ttl - safety` after its last renewal, and cannot learn otherwise
+    while it is cut off. Three cases are told apart:
+
+    - released: the holder said so in the `released` flag with this key's token;
+    - expired: when last seen, the key had so little left (`ttl_left` plus the store's
+      rounding, `resolution`) that its holder's deadline had already passed, and a
+      holder past its deadline never renews;
+    - otherwise the holder may have renewed up to the moment the key vanished, so its
+      deadline is at most `gone_at + ttl - safety`; the standby waits a full `ttl` from
+      its last sight (and never less than that bound).
+
+    Times are on the standby's own clock; only durations cross machines.
+    """
+    who = f"{seen.member}'s lease (token {seen.token})"
+    if released is not None and released.token == seen.token:
+        return gone_at, f"{who} was released by its holder"
+    left = seen.ttl_left
+    if left is not None and left + resolution <= safety:
+        return gone_at, f"{who} expired: it had {left:g}s left when last seen"
+    told = "an unknown time" if left is None else f"{left:g}s"
+    return max(seen_at + ttl, gone_at + ttl - safety), (
+        f"{who} vanished with {told} left when last seen (revoked, deleted or the store "
+        f"lost it); its holder may still think it is primary, so a full ttl ({ttl:g}s) "
+        "passes from that sight before anyone takes the key"
+    )
+
+
 def ranked(records: Iterable[MemberRecord]) -> list[MemberRecord]:
     """The members that may become primary, best first: the one order every election,
     switchover and plan uses (lowest lag, then highest priority, then name)."""
@@ -91,6 +155,9 @@ class Handover:
 class LeaseStore(ABC):
     """Implemented by lease_sqlite.SqliteLeaseStore and lease_etcd.EtcdLeaseStore."""
 
+    #: How coarse `Leader.ttl_left` is: the true remaining time is below ttl_left + this.
+    ttl_resolution: float = 0.0
+
     @abstractmethod
     async def leader(self, group: str) -> Leader | None:
         """The current holder of the group's key, or None if there is none (or it expired)."""
@@ -120,7 +187,7 @@ class LeaseStore(ABC):
 
     @abstractmethod
     async def set_flag(self, group: str, name: str, value: str | None) -> None:
-        """Set a flag (None deletes it). Flags: `paused`, `switchover`."""
+        """Set a flag (None deletes it). Flags: `paused`, `request`, `released`."""
 
     @abstractmethod
     async def add_history(self, entry: Handover) -> None: ...

@@ -100,6 +100,9 @@ def _ttl_seconds(ttl: float) -> int:
 
 
 class EtcdLeaseStore(LeaseStore):
+    #: etcd reports a lease's remaining TTL in whole seconds, rounded down.
+    ttl_resolution = 1.0
+
     def __init__(self, endpoints: list[str], prefix: str = "/hadeck", timeout: float = 2.0) -> None:
         if not endpoints:
             raise ValueError("etcd lease store: at least one endpoint is needed")

@@ -44,6 +44,8 @@ from agent.failover.lease import (
     LeaseStore,
     LeaseStoreError,
     MemberRecord,
+    Release,
+    certainly_free,
     ranked,
 )
 from agent.failover.metrics import GroupMetrics
@@ -132,6 +134,12 @@ class GroupMember:
         self.renew_failures = 0
         self.last_handover: Handover | None = None
         self._leader_gone_at: float | None = None  # monotonic: when we first saw no leader
+        #: The last leader key this standby saw, and when (monotonic): what it knows of the
+        #: old holder's deadline when the key vanishes (lease.certainly_free).
+        self._seen: tuple[Leader, float] | None = None
+        #: While a vanished key may still be its holder's: until when, and why.
+        self.free_at: tuple[float, str] | None = None
+        self._started = time.monotonic()
         self._hook: asyncio.Task[commands.CommandResult] | None = None
         self._promote_started = 0.0
         self._promotion: dict[str, Any] = {}
@@ -214,6 +222,7 @@ class GroupMember:
             log.error("group %s: journaling failed: %r", self.group, exc)
 
     async def _run(self) -> None:
+        self._started = time.monotonic()
         # Whatever this host was before the agent started, it starts as a standby: a
         # former primary must not keep serving writes on the strength of a past lease.
         await self._run_hook("demote", self.cfg.hooks.demote, {})
@@ -240,6 +249,8 @@ class GroupMember:
         if self.role in (Role.PRIMARY, Role.PROMOTING):
             # Wake exactly at the deadline, whatever the loop was doing.
             timeout = max(0.0, min(timeout, self.valid_until - time.monotonic()))
+        elif self.free_at is not None and self.known_leader is None:
+            timeout = max(0.0, min(timeout, self.free_at[0] - time.monotonic()))
         self._wake.clear()
         if self.role is Role.STANDBY and self.known_leader is not None and not self.paused:
             # A standby looks at the leader key more often than it runs a full loop, so a
@@ -257,8 +268,10 @@ class GroupMember:
                 await asyncio.wait_for(self._wake.wait(), min(step, left))
                 return
             try:
-                if await self.store.leader(self.group) is None:
+                seen_at = time.monotonic()
+                if (leader := await self.store.leader(self.group)) is None:
                     return
+                self._seen = (leader, seen_at)
             except LeaseStoreError:
                 return  # the full loop reports it
 
@@ -416,6 +429,7 @@ class GroupMember:
             await self._measure_lag()
         try:
             await self._read_group()
+            seen_at = time.monotonic()
             leader = await self.store.leader(self.group)
         except LeaseStoreError as exc:
             self._store_failed(exc)
@@ -423,11 +437,18 @@ class GroupMember:
         self._store_ok()
         self.known_leader = leader
         if leader is not None:
-            self._leader_gone_at = None
+            self._leader_gone_at, self.free_at = None, None
             self.last_holder = leader.member
+            self._seen = (leader, seen_at)
             return
         if self._leader_gone_at is None:
             self._leader_gone_at = time.monotonic()
+        try:
+            if not await self._certainly_free():
+                return
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
+            return
         req = self.request
         forced = req is not None and req.kind == "failover" and req.to == self.member
         if self.paused and not forced:
@@ -470,8 +491,10 @@ class GroupMember:
             return  # another standby won the race
         self.lease, self.role = lease, Role.PROMOTING
         self.valid_until = started + self.cfg.ttl - self.safety
+        waited = (self.free_at[0] if self.free_at else started) - (self._leader_gone_at or started)
         self._acquired = {
-            "detect": round(started - (self._leader_gone_at or started), 3),
+            "detect": round(started - (self._leader_gone_at or started) - max(0.0, waited), 3),
+            "wait": round(max(0.0, waited), 3),
             "acquire": round(time.monotonic() - started, 3),
         }
         self._promote_started = time.monotonic()
@@ -493,6 +516,51 @@ class GroupMember:
         # Routable as soon as the hook succeeds, not at the next tick.
         self._hook.add_done_callback(lambda _: self._wake.set())
         self._wake.set()
+
+    async def _certainly_free(self) -> bool:
+        """True once no old holder can still believe it is primary (see certainly_free);
+        until then, says once what it waits for and why."""
+        gone_at = self._leader_gone_at
+        assert gone_at is not None
+        if self.free_at is None:
+            released = Release.parse(await self.store.get_flag(self.group, "released"))
+            seen = self._seen
+            if seen is None:
+                # Nothing seen since this agent started: the newest handover says whose
+                # the key was, and the start is the last moment it could have been seen.
+                last = await self.store.history(self.group, 1)
+                if not last:
+                    self.free_at = (gone_at, "the group has never had a primary")
+                else:
+                    h = last[0]
+                    seen = (Leader(self.group, h.to_member, h.token, None), self._started)
+            if seen is not None:
+                self.free_at = certainly_free(
+                    *seen,
+                    gone_at=gone_at,
+                    released=released,
+                    ttl=self.cfg.ttl,
+                    safety=self.safety,
+                    resolution=self.store.ttl_resolution,
+                )
+                holder, _ = seen
+                wait = self.free_at[0] - time.monotonic()
+                if wait > 0:
+                    self.events.emit(
+                        "group_lease_vanished",
+                        "warning",
+                        f"group {self.group}: no leader key; {self.free_at[1]}: "
+                        f"{self.member} waits {wait:.1f}s",
+                        service=self.cfg.service,
+                        evidence={
+                            "group": self.group,
+                            "holder": holder.member,
+                            "token": holder.token,
+                            "ttl_left": holder.ttl_left,
+                            "wait": round(wait, 3),
+                        },
+                    )
+        return self.free_at is not None and time.monotonic() >= self.free_at[0]
 
     def fresh(self, req: Request) -> bool:
         """Not lapsed: a request not done within 3 x ttl is ignored by every member."""
@@ -572,14 +640,22 @@ class GroupMember:
         if not result.ok and self.cfg.hooks.fence is not None:
             fenced = await self._run_hook("fence", self.cfg.hooks.fence, {})
         released = False
-        if release and self.lease is not None:
+        # Only a member that has certainly stopped serving hands its key over early; one
+        # whose demote and fence both failed lets the lease run out instead.
+        stopped = result.ok or (fenced is not None and fenced.ok)
+        if release and stopped and self.lease is not None:
             try:
+                note = Release(self.lease.token, self.member, time.time())
+                await self.store.set_flag(self.group, "released", note.to_json())
                 released = await self.store.release(self.lease)
             except LeaseStoreError as exc:
                 self._store_failed(exc)
         token = self.lease.token if self.lease else None
+        if self.lease is not None:
+            # This member's own key: it knows its deadline is over, whatever the store says.
+            self._seen = (Leader(self.group, self.member, self.lease.token, 0.0), started)
         self.lease, self.role = None, Role.STANDBY
-        self._leader_gone_at = None
+        self._leader_gone_at, self.free_at = None, None
         steps = {"demote": round(time.monotonic() - started, 3)}
         self._journal(
             "group_demote",

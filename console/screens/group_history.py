@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from console.app import HadeckApp
 
 
-#: The steps a promotion is timed in (agent/failover/member.py), in order.
-STEPS = ("detect", "acquire", "promote")
+#: The steps a promotion is timed in (agent/failover/member.py), in order; `wait` is the
+#: time a standby let pass for a vanished lease's holder to reach its deadline.
+STEPS = ("detect", "wait", "acquire", "promote")
 
 
 def seconds(value: float | None) -> str:

@@ -6,7 +6,10 @@ same moment, every 50 ms, and fails the test on any round with two 200s.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +29,7 @@ from tests.support.agent import AgentProcess, DemoService
 from tests.support.etcd import EtcdServer
 from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config, primary_again
 from tests.support.haproxy import Backend, HaproxyProcess, Server
+from tests.support.proxy import BlackHoleProxy
 from tests.support.wait import wait_for
 
 Start = Callable[..., list[Member]]
@@ -45,8 +49,14 @@ def group(tmp_path: Path, store: dict[str, Any]) -> Iterator[Start]:
     started: list[Member] = []
     default_store = store
 
-    def start(n: int = 3, store: dict[str, Any] | None = None, **kw: Any) -> list[Member]:
-        store = store or default_store
+    def start(
+        n: int = 3,
+        store: dict[str, Any] | None = None,
+        stores: list[dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> list[Member]:
+        """`stores`: one lease store section per member (each its own path to etcd)."""
+        stores = stores or [store or default_store] * n
         members = []
         for i in range(n):
             name = f"m{i + 1}"
@@ -54,7 +64,7 @@ def group(tmp_path: Path, store: dict[str, Any]) -> Iterator[Start]:
             d.mkdir()
             svc = DemoService(d)
             svc.start()
-            cfg = member_config(name, d, svc, store, priority=100 - i, **kw)
+            cfg = member_config(name, d, svc, stores[i], priority=100 - i, **kw)
             m = Member(name, AgentProcess(d, cfg), svc)
             started.append(m)
             members.append(m)
@@ -118,8 +128,13 @@ def test_killed_service_on_the_primary_hands_over_fast(group: Start) -> None:
         assert checker.rounds > 10
 
 
-def test_a_killed_primary_agent_is_replaced_when_its_lease_expires(group: Start) -> None:
-    ttl, loop_wait, store_timeout = 3.0, 0.5, 1.0  # member_config's and the store's
+def test_a_killed_primary_agent_is_replaced_when_its_lease_expires(
+    group: Start, store: dict[str, Any]
+) -> None:
+    # etcd counts a lease's time left in whole seconds: a standby tells an expiry from a
+    # revoke only when the margin (loop_wait) covers that rounding (lease.certainly_free).
+    loop_wait = 1.0 if store["kind"] == "etcd" else 0.5
+    ttl, store_timeout = 3 * loop_wait + 1.0, 1.0  # the least check-config allows
     members = group(ttl=f"{ttl:g}s", loop_wait=f"{loop_wait:g}s")
     with SplitBrainChecker(members):
         first = wait_for(lambda: one_primary(members), 20, "a primary")
@@ -141,6 +156,9 @@ def test_a_killed_primary_agent_is_replaced_when_its_lease_expires(group: Start)
         # its rank (a quarter second per better-ranked member) and one store read.
         detect = promoted["evidence"]["steps"]["detect"]
         assert 0 <= detect <= (len(members) - 1) * min(0.25, loop_wait / 2) + store_timeout
+        # An expiry is told from a vanished lease: nobody waited a second ttl.
+        assert promoted["evidence"]["steps"]["wait"] == 0
+        assert not any(m.agent.events("group_lease_vanished") for m in members if m is not first)
 
 
 def test_a_frozen_primary_comes_back_demoted_and_never_primary_again(group: Start) -> None:
@@ -188,7 +206,8 @@ def test_switchover_to_a_named_standby_and_refusals(group: Start) -> None:
         assert one_primary(members) is target
         history = target.agent.get(f"/api/v1/groups/{GROUP}/history")[0]
         assert (history["kind"], history["actor"]) == ("switchover", "alice")
-        assert set(history["steps"]) == {"detect", "acquire", "promote"}
+        assert set(history["steps"]) == {"detect", "wait", "acquire", "promote"}
+        assert history["steps"]["wait"] == 0  # released, not vanished: nothing to wait out
         # The operation's id is in its audit record and in its events.
         audit = target.agent.get("/api/v1/audit")
         done = [a for a in audit if a["action"] == "group_switchover" and a["actor"] == "alice"]
@@ -393,6 +412,56 @@ def test_forced_failover_needs_the_group_name_and_no_healthy_primary(group: Star
             "bob",
             other.name,
         )
+
+
+def vanish(etcd: EtcdServer, fault: str) -> None:
+    """Make the group's leader key disappear from etcd other than by expiry."""
+    key = base64.b64encode(f"/hadeck/{GROUP}/leader".encode()).decode()
+    if fault == "wiped":  # etcd lost its data: restored from nothing, or a new cluster
+        etcd.kill()
+        shutil.rmtree(etcd.data_dir)
+        etcd.start()
+        return
+    with httpx.Client(base_url=etcd.url, timeout=5, trust_env=False) as c:
+        if fault == "delete":
+            assert c.post("/v3/kv/deleterange", json={"key": key}).json().get("deleted") == "1"
+            return
+        (kv,) = c.post("/v3/kv/range", json={"key": key}).json()["kvs"]
+        assert c.post("/v3/lease/revoke", json={"ID": kv["lease"]}).status_code == 200
+
+
+@pytest.mark.parametrize("store", ["etcd"], indirect=True)
+@pytest.mark.parametrize("fault", ["revoke", "delete", "wiped"])
+def test_a_vanished_lease_is_waited_out_while_its_cut_off_holder_may_serve(
+    group: Start, etcd: EtcdServer, store: dict[str, Any], fault: str
+) -> None:
+    """The primary is cut off from etcd, so it cannot learn that its key is gone and stays
+    primary until its own deadline; a standby that took the free key at once would be a
+    second primary. The standbys wait a full ttl from their last sight of the key."""
+    ttl = 3.0
+    with contextlib.ExitStack() as stack:
+        proxies = [stack.enter_context(BlackHoleProxy(etcd.client_port)) for _ in range(3)]
+        members = group(stores=[{**store, "endpoints": [p.url]} for p in proxies])
+        with SplitBrainChecker(members):
+            first = wait_for(lambda: one_primary(members), 20, "a primary")
+            for m in members:
+                wait_for(lambda m=m: m.status()["leader"] == first.name, 10, f"{m.name} sees it")
+            proxies[members.index(first)].cut()
+            vanish(etcd, fault)
+            gone = time.time()
+            second = new_primary(members, first, 20)
+            promoted = second.agent.wait_event("group_promoted")
+            assert promoted["evidence"]["from"] == first.name
+            # It waited out the holder's deadline: up to ttl - loop_wait after the cut.
+            assert promoted["evidence"]["steps"]["wait"] > 0, promoted["evidence"]["steps"]
+            assert promoted["ts"] - gone >= ttl - 1.0, promoted["ts"] - gone
+            vanished = second.agent.wait_event("group_lease_vanished")
+            assert vanished["evidence"]["holder"] == first.name
+            assert "vanished" in vanished["message"], vanished["message"]
+            proxies[members.index(first)].heal()
+            # Back in touch, the old primary finds its key gone and stays a standby.
+            wait_for(lambda: first.status()["leader"] == second.name, 15, "old primary sees it")
+            assert first.role_file.read_text().strip() == "standby"
 
 
 @pytest.mark.parametrize("store", ["etcd"], indirect=True)

@@ -53,7 +53,7 @@ HANDOVERS = [
         kind="switchover",
         reason="kernel update on db-04",
         actor="bob@bastion",
-        steps={"detect": 0.0, "acquire": 0.004, "promote": 1.2},
+        steps={"detect": 0.0, "wait": 0.0, "acquire": 0.004, "promote": 1.2},
     ),
     HandoverRecord(
         at=NOW - 2 * 86400,

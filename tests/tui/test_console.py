@@ -357,7 +357,7 @@ async def test_history_lists_the_groups_handovers(make_app: Callable[..., App]) 
         assert table.row_count == 2
         assert [str(c) for c in table.get_row_at(0)] == [
             "2027-01-15 05:00:00", "switchover", "db-04", "db-01", "bob@bastion",
-            "0s", "0.004s", "1.2s", "7", "kernel update on db-04",
+            "0s", "0s", "0.004s", "1.2s", "7", "kernel update on db-04",
         ]  # fmt: skip
         await pilot.press("escape")
         assert isinstance(app.screen, GroupsScreen)
