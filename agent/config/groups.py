@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -33,8 +35,21 @@ class GroupHooks(Strict):
 
     promote: CommandStep
     demote: CommandStep
-    #: Last resort when `demote` fails or times out: make sure this member serves no writes.
+    #: Make sure this member serves no writes: run by the fencing process at the lease
+    #: deadline when the agent has not stepped down by then (frozen, killed), and by the
+    #: agent when `demote` fails. It may run beside a late `demote`: make it idempotent.
     fence: CommandStep | None = None
+
+
+class WatchdogSection(Strict):
+    """A Linux watchdog device the fencing process arms while this member is primary and
+    kicks only while the lease holds (agent/failover/fencer.py). Absent: no watchdog."""
+
+    #: `/dev/watchdog` (hardware, or the `softdog` module). A FIFO stands in for one in tests.
+    device: ConfigPath = Path("/dev/watchdog")
+    #: Whole seconds; default ttl - 2 x loop_wait, rounded down. A kick never carries the
+    #: host past the lease's earliest end elsewhere.
+    timeout: Annotated[int, Field(ge=1)] | None = None
 
 
 class Group(Strict):
@@ -58,38 +73,46 @@ class Group(Strict):
     failover_after: Duration | None = None
     #: Where other hosts reach this member's public listener (shown in plans and the console).
     address: Annotated[str, AfterValidator(check_address)] | None = None
+    watchdog: WatchdogSection | None = None
+
+    @property
+    def watchdog_timeout(self) -> int | None:
+        if self.watchdog is None:
+            return None
+        return self.watchdog.timeout or max(1, math.floor(self.ttl - 2 * self.loop_wait))
 
     @model_validator(mode="after")
     def _hooks_fit_the_margin(self) -> Group:
-        """A primary that cannot renew runs `demote` at its deadline, `loop_wait` before the
-        lease can expire and another member take it (docs/failover.md); `fence` runs after a
-        failed `demote`. Both must have ended by then, or two members act as primary."""
+        """A primary that cannot renew runs `demote` at its deadline, and its fencing process
+        runs `fence` at the same moment if the agent has not stepped down (frozen, killed):
+        `loop_wait` before the lease can expire and another member take it
+        (docs/failover.md). Each must have ended by then, or two members act as primary."""
         margin, hooks = self.loop_wait, self.hooks
-        demote = hooks.demote.timeout
         remedy = "shorten the hook's timeout, or raise loop_wait (and ttl with it)"
-        if hooks.fence is None and demote > margin:
-            raise ReferenceErrors(
-                [
+        problems: list[Issue] = []
+        for name, step in (("demote", hooks.demote), ("fence", hooks.fence)):
+            if step is not None and step.timeout > margin:
+                problems.append(
                     (
-                        ("hooks", "demote", "timeout"),
-                        f"{demote:g}s is longer than the margin of loop_wait ({margin:g}s): "
-                        "a primary that cannot renew its lease runs demote at its deadline, "
-                        f"loop_wait before another member can take the lease; {remedy}",
+                        ("hooks", name, "timeout"),
+                        f"{step.timeout:g}s is longer than the margin of loop_wait "
+                        f"({margin:g}s): a primary that cannot renew its lease runs {name} at "
+                        f"its deadline, loop_wait before another member can take the lease; "
+                        f"{remedy}",
                     )
-                ]
+                )
+        wd = self.watchdog_timeout
+        if wd is not None and wd > self.ttl - 2 * self.loop_wait:
+            problems.append(
+                (
+                    ("watchdog", "timeout"),
+                    f"{wd}s is longer than ttl - 2 x loop_wait "
+                    f"({self.ttl - 2 * self.loop_wait:g}s): a kick must leave a whole loop to "
+                    "renew and still fire before the lease can expire elsewhere",
+                )
             )
-        if hooks.fence is not None and demote + hooks.fence.timeout > margin:
-            raise ReferenceErrors(
-                [
-                    (
-                        ("hooks",),
-                        f"demote's timeout and then fence's ({demote + hooks.fence.timeout:g}s) "
-                        f"are longer than the margin of loop_wait ({margin:g}s): fence runs "
-                        "when demote has failed or timed out, and both must end before another "
-                        f"member can take the lease; {remedy}",
-                    )
-                ]
-            )
+        if problems:
+            raise ReferenceErrors(problems)
         return self
 
 

@@ -38,6 +38,7 @@ from typing import Any
 from agent import commands
 from agent.config import CommandStep, Group
 from agent.events import EventLog
+from agent.failover.fencing import Fencing
 from agent.failover.lease import (
     Handover,
     Leader,
@@ -148,6 +149,8 @@ class GroupMember:
         self._acquired: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: The process that fences at the deadline if this agent cannot (fencing.py).
+        self.fencing = Fencing(group, member, cfg, self._fenced) if Fencing.wanted(cfg) else None
 
     # -- what the routing endpoints answer ------------------------------------
 
@@ -182,6 +185,8 @@ class GroupMember:
                 await self._task
         if self.role in (Role.PRIMARY, Role.PROMOTING):
             await self._demote("the agent is stopping", {}, release=True)
+        if self.fencing is not None:
+            await self.fencing.stop()  # still holding (a failed demote): it fences, then ends
         if self._records:  # what the journal has not finished yet, a little while
             await asyncio.wait(self._records, timeout=AUDIT_WAIT)
 
@@ -223,6 +228,11 @@ class GroupMember:
 
     async def _run(self) -> None:
         self._started = time.monotonic()
+        if self.fencing is not None:
+            try:
+                await self.fencing.start()
+            except OSError as exc:  # tried again before a promotion (Fencing.arm)
+                log.error("group %s: cannot start the fencing process: %s", self.group, exc)
         # Whatever this host was before the agent started, it starts as a standby: a
         # former primary must not keep serving writes on the strength of a past lease.
         await self._run_hook("demote", self.cfg.hooks.demote, {})
@@ -368,6 +378,8 @@ class GroupMember:
             return
         self.renew_failures = 0
         self.valid_until = started + self.cfg.ttl - self.safety
+        if self.fencing is not None:
+            self.fencing.hold(self.valid_until, started + self.cfg.ttl)
         try:
             await self._read_group()
             self.known_leader = await self.store.leader(self.group)
@@ -511,6 +523,20 @@ class GroupMember:
             "lag": self.lag,
             "from": self.last_holder,
         }
+        if self.fencing is not None:
+            error = await self.fencing.arm(self.valid_until, started + self.cfg.ttl)
+            if error is not None and self.cfg.watchdog is not None:
+                await self._demote(f"not promoted: {error}", {"fencing": error}, release=True)
+                return
+            if error is not None:
+                self.events.emit(
+                    "group_fencing_unavailable",
+                    "critical",
+                    f"group {self.group}: promoting {self.member} without its fencing "
+                    f"process ({error}): a frozen or killed agent would not fence its service",
+                    service=self.cfg.service,
+                    evidence={"group": self.group, "error": error},
+                )
         env = {"HADECK_FENCING_TOKEN": str(lease.token)}
         self._hook = asyncio.create_task(self._run_hook("promote", self.cfg.hooks.promote, env))
         # Routable as soon as the hook succeeds, not at the next tick.
@@ -650,6 +676,8 @@ class GroupMember:
                 released = await self.store.release(self.lease)
             except LeaseStoreError as exc:
                 self._store_failed(exc)
+        if stopped and self.fencing is not None:
+            self.fencing.down()
         token = self.lease.token if self.lease else None
         if self.lease is not None:
             # This member's own key: it knows its deadline is over, whatever the store says.
@@ -683,6 +711,39 @@ class GroupMember:
                     "fence": _outcome(fenced) if fenced else None,
                     **evidence,
                 },
+            ),
+        )
+
+    def _fenced(self, report: dict[str, Any]) -> None:
+        """What the fencing process did without the agent: audited like any action."""
+        outcome = report.get("fenced")
+        if not isinstance(outcome, dict):
+            self.events.emit(
+                "group_fencing_problem",
+                "critical",
+                f"group {self.group}: fencing process: {report}",
+                service=self.cfg.service,
+                evidence={"group": self.group, **report},
+            )
+            return
+        ok = bool(outcome.get("ok"))
+        why = "the agent is gone" if outcome.get("agent_gone") else "no renewal reached it"
+        self._journal(
+            "group_fence",
+            ACTOR,
+            {"reason": f"lease deadline passed: {why}"},
+            ok,
+            time.time() - float(outcome.get("duration") or 0.0),
+            float(outcome.get("duration") or 0.0),
+            outcome,
+            Event(
+                "group_fenced",
+                "critical",
+                f"group {self.group}: {self.member}'s fencing process ran the fence at the "
+                f"lease deadline ({why}): "
+                + ("done" if ok else f"FAILED {outcome.get('error') or outcome}"),
+                service=self.cfg.service,
+                evidence={"group": self.group, **outcome},
             ),
         )
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from console.demo.component import stop_all
+from tests.support.agent import AgentProcess, DemoService
 from tests.support.etcd import EtcdServer, require_etcd
+from tests.support.groups import Member, Start, member_config
 from tests.support.haproxy import Backend, HaproxyProcess, require_haproxy
 from tests.support.sshd import SshServer, require_openssh
 
@@ -73,3 +77,50 @@ def start_haproxy(tmp_path: Path) -> Iterator[Callable[[Sequence[Backend]], Hapr
     finally:
         for proc in started:
             proc.stop()
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Every scenario runs on both lease stores: SQLite (one machine) and a real etcd."""
+    if request.param == "etcd":
+        server: EtcdServer = request.getfixturevalue("etcd")
+        return {"kind": "etcd", "endpoints": [server.url], "timeout": "1s"}
+    return {"kind": "sqlite", "path": str(tmp_path / "leases.db"), "timeout": "1s"}
+
+
+@pytest.fixture
+def group(tmp_path: Path, store: dict[str, Any]) -> Iterator[Start]:
+    started: list[Member] = []
+    default_store = store
+
+    def start(
+        n: int = 3,
+        store: dict[str, Any] | None = None,
+        each: list[dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> list[Member]:
+        """`each`: member_config's arguments member by member (`store`: its own path to
+        etcd, say), over `kw`, which all share."""
+        each = each or [{}] * n
+        members = []
+        for i in range(n):
+            name = f"m{i + 1}"
+            d = tmp_path / name
+            d.mkdir()
+            svc = DemoService(d)
+            svc.start()
+            args = {"store": store or default_store, "priority": 100 - i, **kw, **each[i]}
+            cfg = member_config(name, d, svc, **args)
+            m = Member(name, AgentProcess(d, cfg), svc)
+            started.append(m)
+            members.append(m)
+        for m in members:
+            m.agent.start()
+        return members
+
+    yield start
+    errors = stop_all(m.agent.component for m in started)  # thawed first, if frozen
+    for m in started:
+        m.service.stop()
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)

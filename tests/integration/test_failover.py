@@ -13,8 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,74 +22,19 @@ import pytest
 from agent.schema import GroupActionResult
 from console import actions
 from console.agent_client import AgentClient
-from console.demo.component import stop_all
 from console.transport.local import LocalTransport
-from tests.support.agent import AgentProcess, DemoService
 from tests.support.etcd import EtcdServer
-from tests.support.groups import GROUP, Member, SplitBrainChecker, member_config, primary_again
+from tests.support.groups import (
+    GROUP,
+    SplitBrainChecker,
+    Start,
+    new_primary,
+    one_primary,
+    primary_again,
+)
 from tests.support.haproxy import Backend, HaproxyProcess, Server
 from tests.support.proxy import BlackHoleProxy
 from tests.support.wait import wait_for
-
-Start = Callable[..., list[Member]]
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """Every scenario runs on both lease stores: SQLite (one machine) and a real etcd."""
-    if request.param == "etcd":
-        server: EtcdServer = request.getfixturevalue("etcd")
-        return {"kind": "etcd", "endpoints": [server.url], "timeout": "1s"}
-    return {"kind": "sqlite", "path": str(tmp_path / "leases.db"), "timeout": "1s"}
-
-
-@pytest.fixture
-def group(tmp_path: Path, store: dict[str, Any]) -> Iterator[Start]:
-    started: list[Member] = []
-    default_store = store
-
-    def start(
-        n: int = 3,
-        store: dict[str, Any] | None = None,
-        stores: list[dict[str, Any]] | None = None,
-        **kw: Any,
-    ) -> list[Member]:
-        """`stores`: one lease store section per member (each its own path to etcd)."""
-        stores = stores or [store or default_store] * n
-        members = []
-        for i in range(n):
-            name = f"m{i + 1}"
-            d = tmp_path / name
-            d.mkdir()
-            svc = DemoService(d)
-            svc.start()
-            cfg = member_config(name, d, svc, stores[i], priority=100 - i, **kw)
-            m = Member(name, AgentProcess(d, cfg), svc)
-            started.append(m)
-            members.append(m)
-        for m in members:
-            m.agent.start()
-        return members
-
-    yield start
-    errors = stop_all(m.agent.component for m in started)  # thawed first, if frozen
-    for m in started:
-        m.service.stop()
-    if errors:
-        pytest.fail("\n".join(errors), pytrace=False)
-
-
-def new_primary(members: list[Member], old: Member, timeout: float = 15) -> Member:
-    def other() -> Member | None:
-        p = one_primary(members)
-        return p if p is not None and p is not old else None
-
-    return wait_for(other, timeout, f"a primary other than {old.name}")
-
-
-def one_primary(members: list[Member]) -> Member | None:
-    primaries = [m for m in members if m.primary()]
-    return primaries[0] if len(primaries) == 1 else None
 
 
 def test_one_member_becomes_primary_with_a_fencing_token(group: Start) -> None:
@@ -441,7 +385,7 @@ def test_a_vanished_lease_is_waited_out_while_its_cut_off_holder_may_serve(
     ttl = 3.0
     with contextlib.ExitStack() as stack:
         proxies = [stack.enter_context(BlackHoleProxy(etcd.client_port)) for _ in range(3)]
-        members = group(stores=[{**store, "endpoints": [p.url]} for p in proxies])
+        members = group(each=[{"store": {**store, "endpoints": [p.url]}} for p in proxies])
         with SplitBrainChecker(members):
             first = wait_for(lambda: one_primary(members), 20, "a primary")
             for m in members:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from tests.support.agent import AgentProcess, DemoService, http_probe
+from tests.support.wait import wait_for
 
 GROUP = "pg"
 
@@ -34,37 +35,47 @@ def member_config(
     ttl: str = "3s",
     loop_wait: str = "500ms",
     recovery: bool = False,
+    fence: bool | list[str] = False,
+    watchdog: Path | None = None,
 ) -> dict[str, Any]:
+    """`fence=True`: a fence hook that writes `fenced <wall time>` to the role file (or the
+    argv given); `watchdog`: the device path (tests/support/watchdog.py's stand-in)."""
     role = d / "role"
     svc: dict[str, Any] = {"probes": ["db"]}
     if recovery:
         svc["restart"] = {"command": service.start_argv(), "timeout": "10s"}
         svc["recovery"] = {"steps": ["restart"], "verify_window": "2s", "max_attempts": 2}
+    hooks: dict[str, Any] = {
+        "promote": {
+            "command": ["sh", "-c", f'echo "primary $HADECK_FENCING_TOKEN" > {role}'],
+            "timeout": "5s",
+        },
+        # Inside the margin check-config demands: demote ends within loop_wait.
+        "demote": {"command": ["sh", "-c", f"echo standby > {role}"], "timeout": loop_wait},
+    }
+    if fence:
+        argv = (
+            fence
+            if isinstance(fence, list)
+            else ["sh", "-c", f'echo "fenced $(date +%s.%N)" > {role}']
+        )
+        hooks["fence"] = {"command": argv, "timeout": loop_wait}
+    group: dict[str, Any] = {
+        "member": name,
+        "priority": priority,
+        "service": "db",
+        "ttl": ttl,
+        "loop_wait": loop_wait,
+        "hooks": hooks,
+    }
+    if watchdog is not None:
+        group["watchdog"] = {"device": str(watchdog)}
     return {
         "agent": {"name": name},
         "lease_store": store,
         "probes": {"db": http_probe(service, interval="250ms", timeout="200ms", fall=2, rise=1)},
         "services": {"db": svc},
-        "groups": {
-            GROUP: {
-                "member": name,
-                "priority": priority,
-                "service": "db",
-                "ttl": ttl,
-                "loop_wait": loop_wait,
-                "hooks": {
-                    "promote": {
-                        "command": ["sh", "-c", f'echo "primary $HADECK_FENCING_TOKEN" > {role}'],
-                        "timeout": "5s",
-                    },
-                    # Inside the margin check-config demands: demote ends within loop_wait.
-                    "demote": {
-                        "command": ["sh", "-c", f"echo standby > {role}"],
-                        "timeout": loop_wait,
-                    },
-                },
-            }
-        },
+        "groups": {GROUP: group},
     }
 
 
@@ -162,3 +173,19 @@ class SplitBrainChecker:
             if not self.timeline or self.timeline[-1][1] != one:
                 self.timeline.append((now, one))
             self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))
+
+
+Start = Callable[..., list[Member]]
+
+
+def new_primary(members: list[Member], old: Member, timeout: float = 15) -> Member:
+    def other() -> Member | None:
+        p = one_primary(members)
+        return p if p is not None and p is not old else None
+
+    return wait_for(other, timeout, f"a primary other than {old.name}")
+
+
+def one_primary(members: list[Member]) -> Member | None:
+    primaries = [m for m in members if m.primary()]
+    return primaries[0] if len(primaries) == 1 else None

@@ -528,11 +528,16 @@ BREAKING = [
         group(hooks="{promote: {command: [p]}, demote: {command: [d]}}"),
         "groups.pg.hooks.demote.timeout: 30s is longer than the margin of loop_wait (1s)",
     ),
+    # The fence runs at the deadline, beside a late demote: each must fit the margin.
     (
-        group(hooks=HOOKS.replace("}}", "}, fence: {command: [f], timeout: 500ms}}")),
-        "groups.pg.hooks: demote's timeout and then fence's (1.5s) are longer than the "
-        "margin of loop_wait (1s)",
+        group(hooks=HOOKS.replace("}}", "}, fence: {command: [f], timeout: 2s}}")),
+        "groups.pg.hooks.fence.timeout: 2s is longer than the margin of loop_wait (1s)",
     ),
+    (
+        group(", watchdog: {device: /dev/watchdog, timeout: 9}"),
+        "groups.pg.watchdog.timeout: 9s is longer than ttl - 2 x loop_wait (8s)",
+    ),
+    (group(", watchdog: {timeout: 0}"), "groups.pg.watchdog.timeout: "),
 ]
 
 

@@ -1,0 +1,121 @@
+"""Self-fencing with real agents: the service of a frozen or killed primary agent is fenced
+at its lease deadline by the fencing process, before any standby can promote; the
+watchdog (a stand-in FIFO device, never a real one) fires when fencing cannot be done.
+
+The role file is the service's own view: the hooks write `primary TOKEN`, `standby`, or
+(the fence) `fenced WALLTIME` to it, so a test sees the moment the old primary's service
+stopped being primary, beside the moment the new one's promote ran.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.groups import Member, SplitBrainChecker, Start, new_primary, one_primary
+from tests.support.wait import wait_for
+from tests.support.watchdog import StandInWatchdog
+
+
+def fenced_at(m: Member) -> float | None:
+    text = m.role_file.read_text().split()
+    return float(text[1]) if text and text[0] == "fenced" else None
+
+
+def promoted_at(m: Member) -> float:
+    return float(m.agent.wait_event("group_promoted")["ts"])
+
+
+def test_a_frozen_primary_agents_service_is_fenced_before_a_standby_promotes(
+    group: Start,
+) -> None:
+    members = group(fence=True)
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        assert first.role_file.read_text().startswith("primary")
+        first.agent.freeze()  # the agent's loop cannot run its demote hook
+        try:
+            second = new_primary(members, first, 20)
+            fenced = wait_for(lambda: fenced_at(first), 5, "the old primary's fence")
+            # The service stopped being primary before the new one's promote hook ran.
+            assert fenced < promoted_at(second), (fenced, promoted_at(second))
+        finally:
+            first.agent.thaw()
+        # Thawed, the agent journals what its fencing process did while it was frozen.
+        event = first.agent.wait_event("group_fenced")
+        assert event["evidence"]["ok"] and not event["evidence"]["agent_gone"]
+        assert any(
+            a["action"] == "group_fence" and a["result"]["ok"]
+            for a in first.agent.get("/api/v1/audit")
+        )
+        wait_for(lambda: first.status()["role"] == "standby", 10, "the thawed one to demote")
+        assert one_primary(members) is second
+
+
+def test_a_killed_primary_agents_service_is_fenced_at_its_deadline(group: Start) -> None:
+    members = group(fence=True)
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        killed = time.time()
+        first.agent.kill()  # no agent at all: only its fencing process is left
+        second = new_primary(members, first, 20)
+        fenced = wait_for(lambda: fenced_at(first), 5, "the old primary's fence")
+        assert killed < fenced < promoted_at(second)
+
+
+def test_a_primary_that_steps_down_is_not_fenced(group: Start) -> None:
+    members = group(fence=True)
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        first.service.kill()  # the fast path: demote, release
+        second = new_primary(members, first, 15)
+        # Past the deadline it had: its fencing process knew it had stepped down.
+        deadline = time.time() + 3.0
+        wait_for(lambda: time.time() > deadline, 5, "a ttl")
+        assert first.role_file.read_text().strip() == "standby"
+        assert not first.agent.events("group_fenced")
+        assert one_primary(members) is second
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_the_watchdog_is_kicked_while_the_lease_holds_and_fires_when_fencing_fails(
+    group: Start, tmp_path: Path, store: dict[str, Any]
+) -> None:
+    devices = [tmp_path / f"watchdog-{i}" for i in range(3)]
+    fired: list[str] = []
+
+    def reboot(name: str) -> None:
+        """What a real watchdog does to the host, as far as the group can tell."""
+        fired.append(name)
+        members[int(name[1:]) - 1].service.kill()
+
+    with (
+        StandInWatchdog(devices[0], lambda: reboot("m1")) as wd1,
+        StandInWatchdog(devices[1], lambda: reboot("m2")) as wd2,
+        StandInWatchdog(devices[2], lambda: reboot("m3")) as wd3,
+    ):
+        dogs = [wd1, wd2, wd3]
+        # A fence that fails: only the watchdog is left to act.
+        members = group(fence=["false"], each=[{"watchdog": d} for d in devices])
+        with SplitBrainChecker(members):
+            first = wait_for(lambda: one_primary(members), 20, "a primary")
+            dog = dogs[members.index(first)]
+            # Armed while primary, with the timeout that fires before the lease can expire
+            # elsewhere (ttl 3 s - 2 x loop_wait 0.5 s), kicked at every renewal.
+            wait_for(lambda: len(dog.kicks) >= 5, 10, "kicks")
+            assert dog.armed and dog.timeout == 2
+            assert not any(d.armed for d in dogs if d is not dog)
+            frozen = time.time()
+            first.agent.freeze()
+            try:
+                second = new_primary(members, first, 20)
+                assert dog.fired and frozen < dog.fired[0] < promoted_at(second)
+                assert fired == [first.name]
+                assert dogs[members.index(second)].armed
+            finally:
+                first.agent.thaw()
+        event = first.agent.wait_event("group_fenced")
+        assert not event["evidence"]["ok"]
