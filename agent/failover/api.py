@@ -59,7 +59,10 @@ def routing_router(agent: GroupsView) -> APIRouter:
             "token": m.lease.token if m.lease else None,
             "healthy": m.health().up,
         }
-        return JSONResponse(body, status_code=200 if yes else 503)
+        # The margin, for a router or a checker: how long this answer holds at most.
+        left = m.valid_for()
+        headers = {"X-Hadeck-Lease-Valid": f"{left:.3f}"} if left is not None else {}
+        return JSONResponse(body, status_code=200 if yes else 503, headers=headers)
 
     @r.get("/groups/{group}/primary", tags=["routing"], responses={503: {}})
     async def primary(group: NAME) -> JSONResponse:

@@ -48,8 +48,14 @@ def test_one_member_becomes_primary_with_a_fencing_token(group: Start) -> None:
         role = f'hadeck_group_role{{group="pg",member="{primary.name}",role="primary"}} 1.0'
         assert role in metrics
         assert 'hadeck_group_promotions_total{group="pg",kind="failover"} 1.0' in metrics
+        # The routing answer carries its margin: at most ttl - loop_wait (3 s - 0.5 s).
+        url = f"{primary.agent.public_url}/groups/{GROUP}/primary"
+        left = float(httpx.get(url, timeout=2).headers["X-Hadeck-Lease-Valid"])
+        assert 0 < left <= 2.5
         others = [m for m in members if m is not primary]
         for m in others:
+            r = httpx.get(f"{m.agent.public_url}/groups/{GROUP}/primary", timeout=2)
+            assert r.status_code == 503 and "X-Hadeck-Lease-Valid" not in r.headers
             wait_for(lambda m=m: m.status()["leader"] == primary.name, 10, f"{m.name} sees leader")
             assert m.role_file.read_text().strip() == "standby"
 
