@@ -21,7 +21,7 @@ failed leaves it armed, to fire.
 
 It answers on stdout (JSON lines): {"armed": true} or {"armed": false, "error": ...}
 after the first "hold", and {"fenced": {...}} with the fence's outcome. Times are
-`time.monotonic()`, the same clock in every process of one machine.
+`now()`, the same clock in every process of one machine.
 
 Standard library only: it must start fast and hold little, and it must not share
 anything with the agent's event loop.
@@ -41,6 +41,8 @@ import subprocess
 import sys
 import time
 from typing import IO, Any
+
+from agent.clock import now  # standard library only, like this module
 
 #: Linux <linux/watchdog.h>: _IOWR('W', 6, int) and _IOR('W', 7, int).
 WDIOC_SETTIMEOUT = 0xC0045706
@@ -157,7 +159,7 @@ class Fencer:
         wd = self.watchdog
         if wd is None or not wd.armed or self.deadline is None:
             return
-        if time.monotonic() + wd.timeout <= self.expiry - KICK_MARGIN:
+        if now() + wd.timeout <= self.expiry - KICK_MARGIN:
             try:
                 wd.kick()
             except OSError as exc:
@@ -165,7 +167,7 @@ class Fencer:
 
     def fence(self) -> None:
         """The deadline passed while holding: make sure this member serves no writes."""
-        late = time.monotonic() - (self.deadline or 0.0)
+        late = now() - (self.deadline or 0.0)
         self.deadline = None
         outcome: dict[str, Any] = {"late": round(late, 3), "agent_gone": self.agent_gone}
         if self.fence_argv is None:
@@ -182,7 +184,7 @@ class Fencer:
     def _run_fence(self) -> dict[str, Any]:
         assert self.fence_argv is not None
         env = {**os.environ, **self.cfg.get("env", {}), "HADECK_ROLE": "fenced"}
-        started = time.monotonic()
+        started = now()
         try:
             proc = subprocess.Popen(
                 self.fence_argv,
@@ -204,7 +206,7 @@ class Fencer:
         return {
             "ok": proc.returncode == 0,
             "exit_code": proc.returncode,
-            "duration": round(time.monotonic() - started, 3),
+            "duration": round(now() - started, 3),
             "stderr": err.decode(errors="replace")[-500:],
         }
 
@@ -212,15 +214,15 @@ class Fencer:
         buffer = b""
         fd = stdin.fileno()
         while True:
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+            if self.deadline is not None and now() >= self.deadline:
                 self.fence()
             if self.agent_gone:
                 if self.deadline is None:
                     break
-                time.sleep(min(TICK, max(0.0, self.deadline - time.monotonic())))
+                time.sleep(min(TICK, max(0.0, self.deadline - now())))
                 self.kick()
                 continue
-            wait = TICK if self.deadline is None else min(TICK, self.deadline - time.monotonic())
+            wait = TICK if self.deadline is None else min(TICK, self.deadline - now())
             ready, _, _ = select.select([fd], [], [], max(0.0, wait))
             if ready:
                 chunk = os.read(fd, 65536)

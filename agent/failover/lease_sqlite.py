@@ -1,32 +1,37 @@
 """Leases in one SQLite file: for several agents on one machine (the demo, tests).
 
 Every operation is one `BEGIN IMMEDIATE` transaction, so compare-and-swap is
-atomic across processes; expiry is wall-clock time on the one machine all
-members share. The fencing token comes from a counter row that only grows.
-Blocking sqlite calls run in a thread, bounded by the store's timeout.
+atomic across processes. Expiry is on agent/clock.py's boot clock, the clock the
+holders keep their deadlines on, never the wall clock: a wall-clock step (NTP,
+`date -s`) moves no lease, and a suspend counts for store and holders alike. Each
+row carries the boot id it was written in; a row from another boot (the machine
+restarted, every holder with it) has expired. The fencing token comes from a
+counter row that only grows. Blocking sqlite calls run in a thread, bounded by
+the store's timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from agent import clock as boot_clock
 from agent.failover.lease import Handover, Leader, LeaseStore, LeaseStoreError, MemberRecord
 
 T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leader (
-    grp TEXT PRIMARY KEY, member TEXT NOT NULL, token INTEGER NOT NULL, expires REAL NOT NULL
+    grp TEXT PRIMARY KEY, member TEXT NOT NULL, token INTEGER NOT NULL, expires REAL NOT NULL,
+    boot TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS tokens (grp TEXT PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS members (
     grp TEXT NOT NULL, member TEXT NOT NULL, record TEXT NOT NULL, expires REAL NOT NULL,
-    PRIMARY KEY (grp, member)
+    boot TEXT NOT NULL DEFAULT '', PRIMARY KEY (grp, member)
 );
 CREATE TABLE IF NOT EXISTS flags (
     grp TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (grp, name)
@@ -39,14 +44,25 @@ CREATE TABLE IF NOT EXISTS history (
 
 class SqliteLeaseStore(LeaseStore):
     def __init__(
-        self, path: Path, timeout: float = 2.0, clock: Callable[[], float] = time.time
+        self,
+        path: Path,
+        timeout: float = 2.0,
+        clock: Callable[[], float] | None = None,
+        boot: str | None = None,
     ) -> None:
-        self.path, self.timeout, self.clock = path, timeout, clock
+        """`clock` and `boot`: agent/clock.py's unless given (tests step a fake one)."""
+        self.path, self.timeout = path, timeout
+        self.clock = clock or boot_clock.now
+        self.boot = boot if boot is not None else boot_clock.boot_id()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = asyncio.Lock()
         db = self._connect()
         try:
             db.executescript(SCHEMA)
+            for table in ("leader", "members"):  # files from before the boot column
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if "boot" not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN boot TEXT NOT NULL DEFAULT ''")
         finally:
             db.close()
 
@@ -82,8 +98,9 @@ class SqliteLeaseStore(LeaseStore):
 
         def q(db: sqlite3.Connection) -> Leader | None:
             row = db.execute(
-                "SELECT member, token, expires FROM leader WHERE grp = ? AND expires > ?",
-                (group, now),
+                "SELECT member, token, expires FROM leader WHERE grp = ? AND expires > ?"
+                " AND boot = ?",
+                (group, now, self.boot),
             ).fetchone()
             return Leader(group, row[0], row[1], row[2] - now) if row else None
 
@@ -93,7 +110,10 @@ class SqliteLeaseStore(LeaseStore):
         now = self.clock()
 
         def q(db: sqlite3.Connection) -> Leader | None:
-            db.execute("DELETE FROM leader WHERE grp = ? AND expires <= ?", (group, now))
+            db.execute(
+                "DELETE FROM leader WHERE grp = ? AND (expires <= ? OR boot != ?)",
+                (group, now, self.boot),
+            )
             if db.execute("SELECT 1 FROM leader WHERE grp = ?", (group,)).fetchone():
                 return None
             db.execute(
@@ -103,8 +123,8 @@ class SqliteLeaseStore(LeaseStore):
             )
             (token,) = db.execute("SELECT last FROM tokens WHERE grp = ?", (group,)).fetchone()
             db.execute(
-                "INSERT INTO leader (grp, member, token, expires) VALUES (?, ?, ?, ?)",
-                (group, member, token, now + ttl),
+                "INSERT INTO leader (grp, member, token, expires, boot) VALUES (?, ?, ?, ?, ?)",
+                (group, member, token, now + ttl, self.boot),
             )
             return Leader(group, member, token, ttl)
 
@@ -116,8 +136,8 @@ class SqliteLeaseStore(LeaseStore):
         def q(db: sqlite3.Connection) -> bool:
             cur = db.execute(
                 "UPDATE leader SET expires = ? WHERE grp = ? AND member = ? AND token = ?"
-                " AND expires > ?",
-                (now + ttl, leader.group, leader.member, leader.token, now),
+                " AND expires > ? AND boot = ?",
+                (now + ttl, leader.group, leader.member, leader.token, now, self.boot),
             )
             return cur.rowcount == 1
 
@@ -138,10 +158,10 @@ class SqliteLeaseStore(LeaseStore):
 
         def q(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT INTO members (grp, member, record, expires) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (grp, member) DO UPDATE SET record = excluded.record,"
-                " expires = excluded.expires",
-                (group, record.member, record.to_json(), expires),
+                "INSERT INTO members (grp, member, record, expires, boot) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (grp, member) DO UPDATE SET record = excluded.record,"
+                " expires = excluded.expires, boot = excluded.boot",
+                (group, record.member, record.to_json(), expires, self.boot),
             )
 
         await self._run(q)
@@ -151,8 +171,9 @@ class SqliteLeaseStore(LeaseStore):
 
         def q(db: sqlite3.Connection) -> list[MemberRecord]:
             rows = db.execute(
-                "SELECT record FROM members WHERE grp = ? AND expires > ? ORDER BY member",
-                (group, now),
+                "SELECT record FROM members WHERE grp = ? AND expires > ? AND boot = ?"
+                " ORDER BY member",
+                (group, now, self.boot),
             ).fetchall()
             return [MemberRecord.from_json(r[0]) for r in rows]
 

@@ -3,7 +3,7 @@
 Safety comes first, and comes from time, not from messages:
 
 - The primary renews its lease every `loop_wait`. A renewal that succeeded when
-  it started at monotonic time t keeps the primary valid until
+  it started at boot clock time t keeps the primary valid until
   `t + ttl - safety` (safety = `loop_wait`). The store cannot expire the key
   before `t + ttl`, so the primary always stops `safety` seconds before anyone
   else can take over. The routing endpoint checks that deadline on every
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from agent import commands
+from agent import clock, commands
 from agent.config import CommandStep, Group
 from agent.events import EventLog
 from agent.failover.fencing import Fencing
@@ -123,7 +123,7 @@ class GroupMember:
         self.safety = cfg.loop_wait
         self.role = Role.STANDBY
         self.lease: Leader | None = None
-        self.valid_until = 0.0  # monotonic; meaningful while PROMOTING or PRIMARY
+        self.valid_until = 0.0  # boot clock; meaningful while PROMOTING or PRIMARY
         self.lag: float | None = None
         self.lag_error: str | None = None
         # What the last loop learnt from the store, for the API and the console.
@@ -134,13 +134,13 @@ class GroupMember:
         self.store_error: str | None = None
         self.renew_failures = 0
         self.last_handover: Handover | None = None
-        self._leader_gone_at: float | None = None  # monotonic: when we first saw no leader
-        #: The last leader key this standby saw, and when (monotonic): what it knows of the
+        self._leader_gone_at: float | None = None  # boot clock: when we first saw no leader
+        #: The last leader key this standby saw, and when (boot clock): what it knows of the
         #: old holder's deadline when the key vanishes (lease.certainly_free).
         self._seen: tuple[Leader, float] | None = None
         #: While a vanished key may still be its holder's: until when, and why.
         self.free_at: tuple[float, str] | None = None
-        self._started = time.monotonic()
+        self._started = clock.now()
         self._hook: asyncio.Task[commands.CommandResult] | None = None
         self._promote_started = 0.0
         self._promotion: dict[str, Any] = {}
@@ -156,9 +156,7 @@ class GroupMember:
 
     def is_primary(self) -> bool:
         """200 on /groups/<g>/primary: promoted, lease valid right now, service up."""
-        return (
-            self.role is Role.PRIMARY and time.monotonic() < self.valid_until and self.health().up
-        )
+        return self.role is Role.PRIMARY and clock.now() < self.valid_until and self.health().up
 
     def is_replica(self) -> bool:
         return self.role is Role.STANDBY and self.health().up
@@ -166,7 +164,7 @@ class GroupMember:
     def valid_for(self) -> float | None:
         if self.role not in (Role.PRIMARY, Role.PROMOTING):
             return None
-        return max(0.0, self.valid_until - time.monotonic())
+        return max(0.0, self.valid_until - clock.now())
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -227,7 +225,7 @@ class GroupMember:
             log.error("group %s: journaling failed: %r", self.group, exc)
 
     async def _run(self) -> None:
-        self._started = time.monotonic()
+        self._started = clock.now()
         if self.fencing is not None:
             try:
                 await self.fencing.start()
@@ -243,7 +241,7 @@ class GroupMember:
                 raise
             except Exception:  # a bug must not end the group's loop: log it, keep safe
                 log.exception("group %s: loop step failed", self.group)
-                if self.role is not Role.STANDBY and time.monotonic() >= self.valid_until:
+                if self.role is not Role.STANDBY and clock.now() >= self.valid_until:
                     await self._demote("internal error and the lease deadline passed", {}, False)
             self._publish_metrics()
             await self._sleep()
@@ -258,9 +256,9 @@ class GroupMember:
         timeout = self.cfg.loop_wait
         if self.role in (Role.PRIMARY, Role.PROMOTING):
             # Wake exactly at the deadline, whatever the loop was doing.
-            timeout = max(0.0, min(timeout, self.valid_until - time.monotonic()))
+            timeout = max(0.0, min(timeout, self.valid_until - clock.now()))
         elif self.free_at is not None and self.known_leader is None:
-            timeout = max(0.0, min(timeout, self.free_at[0] - time.monotonic()))
+            timeout = max(0.0, min(timeout, self.free_at[0] - clock.now()))
         self._wake.clear()
         if self.role is Role.STANDBY and self.known_leader is not None and not self.paused:
             # A standby looks at the leader key more often than it runs a full loop, so a
@@ -271,19 +269,26 @@ class GroupMember:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _watch_leader(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = clock.now() + timeout
         step = min(0.25, self.cfg.loop_wait / 4)
-        while (left := deadline - time.monotonic()) > 0:
+        pause = step
+        while (left := deadline - clock.now()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(step, left))
+                await asyncio.wait_for(self._wake.wait(), min(pause, left))
                 return
             try:
-                seen_at = time.monotonic()
+                seen_at = clock.now()
                 if (leader := await self.store.leader(self.group)) is None:
                     return
                 self._seen = (leader, seen_at)
             except LeaseStoreError:
                 return  # the full loop reports it
+            # A key near its end is looked at again inside the margin before it, so that
+            # an expiry can be told from a revoke (lease.certainly_free).
+            pause = step
+            if leader.ttl_left is not None:
+                near = leader.ttl_left + self.store.ttl_resolution - self.safety / 2
+                pause = max(0.01, min(step, near)) if near > 0 else step
 
     # -- one loop --------------------------------------------------------------
 
@@ -353,14 +358,14 @@ class GroupMember:
 
     async def _primary_step(self) -> None:
         assert self.lease is not None
-        if time.monotonic() >= self.valid_until:
+        if clock.now() >= self.valid_until:
             await self._demote(
                 "the lease could not be renewed before it could expire elsewhere",
                 {"renew_failures": self.renew_failures, "store_error": self.store_error},
                 release=False,
             )
             return
-        started = time.monotonic()
+        started = clock.now()
         try:
             renewed = await self.store.renew(self.lease, self.cfg.ttl)
         except LeaseStoreError as exc:
@@ -441,7 +446,7 @@ class GroupMember:
             await self._measure_lag()
         try:
             await self._read_group()
-            seen_at = time.monotonic()
+            seen_at = clock.now()
             leader = await self.store.leader(self.group)
         except LeaseStoreError as exc:
             self._store_failed(exc)
@@ -454,7 +459,7 @@ class GroupMember:
             self._seen = (leader, seen_at)
             return
         if self._leader_gone_at is None:
-            self._leader_gone_at = time.monotonic()
+            self._leader_gone_at = clock.now()
         try:
             if not await self._certainly_free():
                 return
@@ -493,7 +498,7 @@ class GroupMember:
             except LeaseStoreError as exc:
                 self._store_failed(exc)
                 return
-        started = time.monotonic()
+        started = clock.now()
         try:
             lease = await self.store.acquire(self.group, self.member, self.cfg.ttl)
         except LeaseStoreError as exc:
@@ -507,9 +512,9 @@ class GroupMember:
         self._acquired = {
             "detect": round(started - (self._leader_gone_at or started) - max(0.0, waited), 3),
             "wait": round(max(0.0, waited), 3),
-            "acquire": round(time.monotonic() - started, 3),
+            "acquire": round(clock.now() - started, 3),
         }
-        self._promote_started = time.monotonic()
+        self._promote_started = clock.now()
         asked = req if req is not None and (forced or targeted) else None
         self._promotion = {
             "kind": asked.kind if asked else "failover",
@@ -570,7 +575,7 @@ class GroupMember:
                     resolution=self.store.ttl_resolution,
                 )
                 holder, _ = seen
-                wait = self.free_at[0] - time.monotonic()
+                wait = self.free_at[0] - clock.now()
                 if wait > 0:
                     self.events.emit(
                         "group_lease_vanished",
@@ -586,7 +591,7 @@ class GroupMember:
                             "wait": round(wait, 3),
                         },
                     )
-        return self.free_at is not None and time.monotonic() >= self.free_at[0]
+        return self.free_at is not None and clock.now() >= self.free_at[0]
 
     def fresh(self, req: Request) -> bool:
         """Not lapsed: a request not done within 3 x ttl is ignored by every member."""
@@ -613,7 +618,7 @@ class GroupMember:
         self.last_holder = self.member
         p = self._promotion
         self.metrics.promotions.labels(self.group, p["kind"]).inc()
-        steps = {**self._acquired, "promote": round(time.monotonic() - self._promote_started, 3)}
+        steps = {**self._acquired, "promote": round(clock.now() - self._promote_started, 3)}
         entry = Handover(
             group=self.group,
             at=time.time(),
@@ -660,7 +665,7 @@ class GroupMember:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._hook
             self._hook = None
-        started = time.monotonic()
+        started = clock.now()
         result = await self._run_hook("demote", self.cfg.hooks.demote, {})
         fenced = None
         if not result.ok and self.cfg.hooks.fence is not None:
@@ -684,7 +689,7 @@ class GroupMember:
             self._seen = (Leader(self.group, self.member, self.lease.token, 0.0), started)
         self.lease, self.role = None, Role.STANDBY
         self._leader_gone_at, self.free_at = None, None
-        steps = {"demote": round(time.monotonic() - started, 3)}
+        steps = {"demote": round(clock.now() - started, 3)}
         self._journal(
             "group_demote",
             ACTOR,

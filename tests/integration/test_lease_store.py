@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from agent import clock as agent_clock
 from agent.failover.lease import Handover, Leader, LeaseStore, LeaseStoreError, MemberRecord
 from agent.failover.lease_etcd import EtcdLeaseStore
 from agent.failover.lease_sqlite import SqliteLeaseStore
@@ -459,3 +461,82 @@ async def test_etcd_outage_fails_every_call_promptly_and_recovers(
         assert await store.get_flag(GROUP, "paused") == "yes"
     finally:
         await store.close()
+
+
+# ---- SQLite: the clock leases run on -----------------------------------------------------
+
+
+class FakeClock:
+    """A clock source handed to the store, moved by the test: no real time passes."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_sqlite_leases_run_on_the_holders_clock_not_the_wall_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holders keep their deadlines on agent/clock.py's clock; the store must expire on the
+    same one. A wall clock stepped forward by an hour (NTP, `date -s`) expires nothing;
+    the holders' clock passing the ttl does."""
+    boot = FakeClock()
+    monkeypatch.setattr(agent_clock, "now", boot)
+    path = tmp_path / "leases.db"
+    holder, other = SqliteLeaseStore(path), SqliteLeaseStore(path)
+    lease = await holder.acquire(GROUP, "a", 10.0)
+    assert lease is not None
+    await holder.publish(GROUP, record("a"), 10.0)
+    stepped = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: stepped)
+    assert await other.acquire(GROUP, "b", 10.0) is None
+    seen = await other.leader(GROUP)
+    assert seen is not None and (seen.member, seen.token, seen.ttl_left) == ("a", lease.token, 10)
+    assert [r.member for r in await other.members(GROUP)] == ["a"]
+    boot.t += 10.0
+    assert await other.leader(GROUP) is None and await other.members(GROUP) == []
+    assert await other.acquire(GROUP, "b", 10.0) is not None
+
+
+async def test_sqlite_leases_expire_by_the_stores_clock_and_with_the_boot(tmp_path: Path) -> None:
+    path = tmp_path / "leases.db"
+    clock = FakeClock()
+    a, b = SqliteLeaseStore(path, clock=clock), SqliteLeaseStore(path, clock=clock)
+    lease = await a.acquire(GROUP, "a", 10.0)
+    assert lease is not None
+    clock.t += 9.9
+    assert await b.acquire(GROUP, "b", 10.0) is None
+    left = await b.leader(GROUP)
+    assert left is not None and abs((left.ttl_left or 0) - 0.1) < 1e-6
+    clock.t += 0.2
+    assert await b.leader(GROUP) is None
+    assert not await a.renew(lease, 10.0)  # too late: it expired, whoever looks
+    won = await b.acquire(GROUP, "b", 10.0)
+    assert won is not None and won.token > lease.token
+    # The machine rebooted: its clock starts again, and every holder died with it.
+    rebooted = SqliteLeaseStore(path, clock=FakeClock(), boot="another-boot")
+    assert await rebooted.leader(GROUP) is None
+    after = await rebooted.acquire(GROUP, "c", 10.0)
+    assert after is not None and after.token > won.token
+
+
+async def test_a_sqlite_file_from_before_the_boot_column_opens(tmp_path: Path) -> None:
+    path = tmp_path / "leases.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE leader (grp TEXT PRIMARY KEY, member TEXT NOT NULL,"
+        " token INTEGER NOT NULL, expires REAL NOT NULL);"
+        "CREATE TABLE members (grp TEXT NOT NULL, member TEXT NOT NULL, record TEXT NOT NULL,"
+        " expires REAL NOT NULL, PRIMARY KEY (grp, member));"
+        "CREATE TABLE tokens (grp TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+        f"INSERT INTO leader VALUES ('{GROUP}', 'old', 4, 9e12);"
+        f"INSERT INTO tokens VALUES ('{GROUP}', 4);"
+    )
+    db.commit()
+    db.close()
+    store = SqliteLeaseStore(path)
+    assert await store.leader(GROUP) is None  # a wall-clock row of an old agent: void
+    lease = await store.acquire(GROUP, "a", 5.0)
+    assert lease is not None and lease.token == 5
