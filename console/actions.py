@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.haproxy import AdminState, HaproxyError, HaproxyRuntime
 from agent.schema import (
     ActionResult,
     GroupActionResult,
@@ -32,7 +33,6 @@ from agent.schema import (
 )
 from agent.schema import Plan as AgentPlan
 from console.agent_client import AgentClient, AgentRefused
-from console.haproxy import AdminState, HaproxyError, HaproxyRuntime
 from console.inventory import Haproxy
 from console.transport import TransportError
 

@@ -82,7 +82,7 @@ class Polling(Strict):
     concurrency: int = Field(default=16, ge=1, le=256)
 
 
-#: HAProxy's rule for backend and server names (console/haproxy.py checks it again).
+#: HAProxy's rule for backend and server names (agent/haproxy.py checks it again).
 _HAPROXY_NAME = re.compile(r"[A-Za-z0-9._:-]{1,256}")  # fullmatch, as _NAME
 
 

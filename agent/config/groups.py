@@ -52,6 +52,15 @@ class WatchdogSection(Strict):
     timeout: Annotated[int, Field(ge=1)] | None = None
 
 
+class RoutingFence(Strict):
+    """An HAProxy whose `backend` has this group's members as servers, named by member id,
+    reached through its runtime API (a `stats socket ... level admin` on this host)."""
+
+    socket: ConfigPath
+    backend: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,256}$")]
+    timeout: PositiveDuration = 1.0
+
+
 class Group(Strict):
     """This host's membership in an HA group: one primary among its members, never two.
 
@@ -74,6 +83,8 @@ class Group(Strict):
     #: Where other hosts reach this member's public listener (shown in plans and the console).
     address: Annotated[str, AfterValidator(check_address)] | None = None
     watchdog: WatchdogSection | None = None
+    #: HAProxies a new primary takes the old primary out of (`maint`) before it promotes.
+    haproxy: list[RoutingFence] = Field(default_factory=list)
 
     @property
     def watchdog_timeout(self) -> int | None:

@@ -38,6 +38,7 @@ from typing import Any
 from agent import clock, commands
 from agent.config import CommandStep, Group
 from agent.events import EventLog
+from agent.failover import routing_fence
 from agent.failover.fencing import Fencing
 from agent.failover.lease import (
     Handover,
@@ -141,6 +142,10 @@ class GroupMember:
         #: While a vanished key may still be its holder's: until when, and why.
         self.free_at: tuple[float, str] | None = None
         self._started = clock.now()
+        #: This member's demote hook last succeeded (it serves no writes): the routing
+        #: fence may be lifted (routing_fence.py).
+        self._stood_down = False
+        self._routing: asyncio.Task[None] | None = None
         self._hook: asyncio.Task[commands.CommandResult] | None = None
         self._promote_started = 0.0
         self._promotion: dict[str, Any] = {}
@@ -183,6 +188,8 @@ class GroupMember:
                 await self._task
         if self.role in (Role.PRIMARY, Role.PROMOTING):
             await self._demote("the agent is stopping", {}, release=True)
+        if self._routing is not None:
+            self._routing.cancel()
         if self.fencing is not None:
             await self.fencing.stop()  # still holding (a failed demote): it fences, then ends
         if self._records:  # what the journal has not finished yet, a little while
@@ -233,7 +240,7 @@ class GroupMember:
                 log.error("group %s: cannot start the fencing process: %s", self.group, exc)
         # Whatever this host was before the agent started, it starts as a standby: a
         # former primary must not keep serving writes on the strength of a past lease.
-        await self._run_hook("demote", self.cfg.hooks.demote, {})
+        self._stood_down = (await self._run_hook("demote", self.cfg.hooks.demote, {})).ok
         while True:
             try:
                 await self.step()
@@ -457,6 +464,11 @@ class GroupMember:
             self._leader_gone_at, self.free_at = None, None
             self.last_holder = leader.member
             self._seen = (leader, seen_at)
+            if self.cfg.haproxy and leader.member != self.member:
+                try:
+                    await self._back_in_routing()
+                except LeaseStoreError as exc:
+                    self._store_failed(exc)
             return
         if self._leader_gone_at is None:
             self._leader_gone_at = clock.now()
@@ -528,6 +540,15 @@ class GroupMember:
             "lag": self.lag,
             "from": self.last_holder,
         }
+        old = self.last_holder
+        if self.cfg.haproxy and old is not None and old != self.member:
+            routed = clock.now()
+            self._promotion["routing_fence"] = await routing_fence.take_out(self.cfg.haproxy, old)
+            self._acquired["route"] = round(clock.now() - routed, 3)
+            try:
+                await self.store.set_flag(self.group, routing_fence.flag(old), str(lease.token))
+            except LeaseStoreError as exc:
+                self._store_failed(exc)
         if self.fencing is not None:
             error = await self.fencing.arm(self.valid_until, started + self.cfg.ttl)
             if error is not None and self.cfg.watchdog is not None:
@@ -547,6 +568,36 @@ class GroupMember:
         # Routable as soon as the hook succeeds, not at the next tick.
         self._hook.add_done_callback(lambda _: self._wake.set())
         self._wake.set()
+
+    async def _back_in_routing(self) -> None:
+        """Fenced out of HAProxy by the member that took over: back in once this member's
+        demote hook has succeeded (routing_fence.py). In a task: HAProxy's check takes a
+        moment, and the loop goes on."""
+        if not self._stood_down or (self._routing is not None and not self._routing.done()):
+            return
+        if await self.store.get_flag(self.group, routing_fence.flag(self.member)) is None:
+            return
+        self._routing = asyncio.create_task(self._put_back(), name=f"routing:{self.group}")
+
+    async def _put_back(self) -> None:
+        results = await routing_fence.put_back(self.cfg.haproxy, self.member)
+        ok = all(r["ok"] for r in results)
+        if ok:
+            try:
+                await self.store.set_flag(self.group, routing_fence.flag(self.member), None)
+            except LeaseStoreError as exc:
+                self._store_failed(exc)
+                return
+        self.events.emit(
+            "group_routing_restored" if ok else "group_routing_not_restored",
+            "info" if ok else "warning",
+            f"group {self.group}: {self.member} is back in HAProxy's rotation as a standby"
+            if ok
+            else f"group {self.group}: {self.member} could not be put back in HAProxy: "
+            + "; ".join(r.get("error", "") for r in results if not r["ok"]),
+            service=self.cfg.service,
+            evidence={"group": self.group, "haproxy": results},
+        )
 
     async def _certainly_free(self) -> bool:
         """True once no old holder can still believe it is primary (see certainly_free);
@@ -667,6 +718,7 @@ class GroupMember:
             self._hook = None
         started = clock.now()
         result = await self._run_hook("demote", self.cfg.hooks.demote, {})
+        self._stood_down = result.ok
         fenced = None
         if not result.ok and self.cfg.hooks.fence is not None:
             fenced = await self._run_hook("fence", self.cfg.hooks.fence, {})

@@ -9,13 +9,16 @@ stopped being primary, beside the moment the new one's promote ran.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.groups import Member, SplitBrainChecker, Start, new_primary, one_primary
+from tests.support.groups import GROUP, Member, SplitBrainChecker, Start, new_primary, one_primary
+from tests.support.haproxy import Backend, HaproxyProcess, Server
 from tests.support.wait import wait_for
 from tests.support.watchdog import StandInWatchdog
 
@@ -119,3 +122,56 @@ def test_the_watchdog_is_kicked_while_the_lease_holds_and_fires_when_fencing_fai
                 first.agent.thaw()
         event = first.agent.wait_event("group_fenced")
         assert not event["evidence"]["ok"]
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_a_frozen_primary_is_taken_out_of_haproxy_before_the_new_one_promotes(
+    group: Start, start_haproxy: Callable[[list[Backend]], HaproxyProcess]
+) -> None:
+    """HAProxy's checks here are slower than the lease (inter 5 s, fall 3): left to them,
+    it would route to the frozen old primary, whose service still answers, for seconds
+    after another member promoted. The new primary sets it to maint first."""
+    link = Path(tempfile.mkdtemp(prefix="hadeck-fence-")) / "admin.sock"
+    try:
+        members = group(haproxy=[{"socket": str(link), "backend": "pg"}])
+        backend = Backend(
+            "pg",
+            f"/groups/{GROUP}/primary",
+            [Server(m.name, m.service.port, m.agent.public_port) for m in members],
+            check_timings="inter 5s fastinter 1s downinter 1s fall 3 rise 1",
+        )
+        proxy = start_haproxy([backend])
+        link.symlink_to(proxy.socket_path)
+        runtime = proxy.runtime
+        with SplitBrainChecker(members):
+            first = wait_for(lambda: one_primary(members), 20, "a primary")
+            for m in members:
+                wait_for(lambda m=m: m.status()["leader"] == first.name, 10, f"{m.name} sees it")
+            first.agent.freeze()
+            try:
+                second = new_primary(members, first, 20)
+                # Out of rotation before the new primary's promote hook ran, with its
+                # checks still counting it up.
+                state = {s.name: s for s in runtime.servers("pg")}[first.name]
+                assert state.admin == "maint" and first.name not in runtime.up_servers("pg")
+                promoted = second.agent.wait_event("group_promoted")["evidence"]
+                assert [r["ok"] for r in promoted["routing_fence"]] == [True]
+                assert "route" in promoted["steps"]
+            finally:
+                first.agent.thaw()
+            # Demoted, it puts itself back: ready, and failing its primary check.
+            wait_for(lambda: first.agent.events("group_routing_restored"), 40, "back in")
+            state = {s.name: s for s in runtime.servers("pg")}[first.name]
+            assert state.admin == "ready" and first.name not in runtime.up_servers("pg")
+            assert first.status()["role"] == "standby"
+            # An operator's maint has no flag: nobody lifts it.
+            runtime.set_state("pg", members[2].name, "maint")
+            second.service.kill()
+            third = new_primary(members, second, 20)
+            wait_for(lambda: second.agent.events("group_routing_restored"), 40, "back in")
+            if third is not members[2]:
+                states = {s.name: s.admin for s in runtime.servers("pg")}
+                assert states[members[2].name] == "maint"
+    finally:
+        link.unlink(missing_ok=True)
+        link.parent.rmdir()

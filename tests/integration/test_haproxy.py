@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from console.haproxy import HaproxyError, HaproxyRuntime, ServerState
+from agent.haproxy import HaproxyError, HaproxyRuntime, ServerState
 from tests.support.haproxy import Backend, HaproxyProcess, Server
 from tests.support.wait import wait_for
 

@@ -37,6 +37,7 @@ def member_config(
     recovery: bool = False,
     fence: bool | list[str] = False,
     watchdog: Path | None = None,
+    haproxy: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """`fence=True`: a fence hook that writes `fenced <wall time>` to the role file (or the
     argv given); `watchdog`: the device path (tests/support/watchdog.py's stand-in)."""
@@ -70,6 +71,8 @@ def member_config(
     }
     if watchdog is not None:
         group["watchdog"] = {"device": str(watchdog)}
+    if haproxy:
+        group["haproxy"] = haproxy
     return {
         "agent": {"name": name},
         "lease_store": store,

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.haproxy import HaproxyError, HaproxyRuntime
 from console.demo.component import Component, Readiness, free_port
-from console.haproxy import HaproxyError, HaproxyRuntime
 from tests.support.components import missing
 
 HAPROXY = Path("/usr/sbin/haproxy")
@@ -50,6 +50,7 @@ class Backend:
     check_path: str
     servers: Sequence[Server]
     port: int = field(default_factory=free_port)
+    check_timings: str = CHECK_TIMINGS
 
 
 @dataclass
@@ -109,7 +110,7 @@ class HaproxyProcess:
                 "    balance roundrobin",
                 f"    option httpchk GET {b.check_path}",
                 "    http-check expect status 200",
-                f"    default-server {CHECK_TIMINGS} on-marked-down shutdown-sessions",
+                f"    default-server {b.check_timings} on-marked-down shutdown-sessions",
                 *(
                     f"    server {s.name} 127.0.0.1:{s.port} check port {s.check_port}"
                     for s in b.servers

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from agent.haproxy import AdminState, HaproxyError, HaproxyRuntime
 from agent.schema import GroupActionResult, GroupStatus, PlanCandidate
 from agent.schema import Plan as AgentPlan
 from console import actions
 from console.agent_client import AgentClient
-from console.haproxy import AdminState, HaproxyError, HaproxyRuntime
 from console.inventory import Haproxy
 from console.transport import Response
 from tests.support.fake_fleet import (

@@ -1,8 +1,9 @@
 """HAProxy's runtime API, over its UNIX stats socket: which servers route clients, and drain.
 
 HAProxy follows an HA group's primary by itself (an HTTP check on each member agent's
-`/groups/<group>/primary`, see deploy/haproxy/); the console only reads what HAProxy decided
-and sets a server's administrative state (ready, drain, maint) for planned work.
+`/groups/<group>/primary`, see deploy/haproxy/). The console reads what HAProxy decided and
+sets a server's administrative state (ready, drain, maint) for planned work; the agent of
+a new primary takes the old primary out (agent/failover/routing_fence.py).
 
 One command per connection, as HAProxy's non-interactive mode expects: send the line, read
 the answer until HAProxy closes. Connect and the whole read are bounded by `timeout`, so a
