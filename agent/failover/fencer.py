@@ -180,6 +180,22 @@ class Fencer:
             else:
                 self.watchdog.abandon()
         self.say(fenced=outcome)
+        if self.agent_gone:  # nobody reads stdout: the next agent journals it from here
+            self._leave_report({"fenced": outcome, "at": time.time()})
+
+    def _leave_report(self, report: dict[str, Any]) -> None:
+        path = self.cfg.get("reports")
+        if not path:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, (json.dumps(report) + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            print(f"fencer: cannot write {path}: {exc}", file=sys.stderr)
 
     def _run_fence(self) -> dict[str, Any]:
         assert self.fence_argv is not None

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent.config import Group
@@ -27,9 +28,16 @@ MAX_BUFFER = 64 * 1024
 
 class Fencing:
     def __init__(
-        self, group: str, member: str, cfg: Group, on_report: Callable[[dict[str, Any]], None]
+        self,
+        group: str,
+        member: str,
+        cfg: Group,
+        on_report: Callable[[dict[str, Any]], None],
+        reports: Path,
     ) -> None:
         self.group, self.member, self.cfg = group, member, cfg
+        #: Where it writes what it did once its agent is gone (read by the next agent).
+        self.reports = reports
         self.on_report = on_report
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -49,6 +57,7 @@ class Fencing:
                     {"device": str(wd.device), "timeout": self.cfg.watchdog_timeout} if wd else None
                 ),
                 "env": {"HADECK_GROUP": self.group, "HADECK_MEMBER": self.member},
+                "reports": str(self.reports),
             }
         )
 

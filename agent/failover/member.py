@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from agent import clock, commands
@@ -112,6 +113,7 @@ class GroupMember:
         health: Callable[[], ServiceHealth],
         failover_after: float,
         metrics: GroupMetrics,
+        state_dir: Path | None = None,
     ) -> None:
         self.group, self.cfg, self.member = group, cfg, member
         self.store, self.events, self.journal = store, events, journal
@@ -155,7 +157,13 @@ class GroupMember:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: The process that fences at the deadline if this agent cannot (fencing.py).
-        self.fencing = Fencing(group, member, cfg, self._fenced) if Fencing.wanted(cfg) else None
+        #: Where a fencing process whose agent died leaves its report for the next agent.
+        self.fence_reports = (state_dir or Path(".")) / f"fenced-{group}.jsonl"
+        self.fencing = (
+            Fencing(group, member, cfg, self._fenced, self.fence_reports)
+            if Fencing.wanted(cfg)
+            else None
+        )
 
     # -- what the routing endpoints answer ------------------------------------
 
@@ -233,6 +241,7 @@ class GroupMember:
 
     async def _run(self) -> None:
         self._started = clock.now()
+        self._journal_left_reports()
         if self.fencing is not None:
             try:
                 await self.fencing.start()
@@ -770,6 +779,25 @@ class GroupMember:
                 },
             ),
         )
+
+    def _journal_left_reports(self) -> None:
+        """Fences run after the previous agent died: audited now, by this one."""
+        try:
+            lines = self.fence_reports.read_text().splitlines()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("group %s: cannot read %s: %s", self.group, self.fence_reports, exc)
+            return
+        for line in lines:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(report, dict):
+                self._fenced(report)
+        with contextlib.suppress(OSError):
+            self.fence_reports.unlink()
 
     def _fenced(self, report: dict[str, Any]) -> None:
         """What the fencing process did without the agent: audited like any action."""

@@ -61,6 +61,7 @@ class HaGroups(Subsystem):
                 partial(supervision.service_health, group.service),
                 failover_after(cfg, group),
                 self.metrics,
+                cfg.agent.state_dir,
             )
             for name, group in cfg.groups.items()
         }

@@ -67,6 +67,15 @@ def test_a_killed_primary_agents_service_is_fenced_at_its_deadline(group: Start)
         second = new_primary(members, first, 20)
         fenced = wait_for(lambda: fenced_at(first), 5, "the old primary's fence")
         assert killed < fenced < promoted_at(second)
+        # The fence its fencing process ran alone is audited by the next agent.
+        report = first.agent.state_dir / f"fenced-{GROUP}.jsonl"
+        wait_for(report.exists, 5, "the fencing process's report")
+        first.agent.start()
+        event = first.agent.wait_event("group_fenced")
+        assert event["evidence"]["ok"] and event["evidence"]["agent_gone"]
+        assert [a["result"]["ok"] for a in first.agent.get("/api/v1/audit")
+                if a["action"] == "group_fence"] == [True]  # fmt: skip
+        assert not report.exists()
 
 
 def test_a_primary_that_steps_down_is_not_fenced(group: Start) -> None:
