@@ -124,6 +124,7 @@ class Fencer:
         self.deadline: float | None = None  # while holding
         self.expiry = 0.0
         self.agent_gone = False
+        self._kick_failed = False
 
     def say(self, **message: Any) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -162,8 +163,11 @@ class Fencer:
         if now() + wd.timeout <= self.expiry - KICK_MARGIN:
             try:
                 wd.kick()
+                self._kick_failed = False
             except OSError as exc:
-                self.say(kick_failed=str(exc))
+                if not self._kick_failed:  # once: a frozen agent's pipe must not fill up
+                    self._kick_failed = True
+                    self.say(kick_failed=str(exc))
 
     def fence(self) -> None:
         """The deadline passed while holding: make sure this member serves no writes."""
