@@ -39,6 +39,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from typing import IO, Any
 
@@ -125,29 +126,44 @@ class Fencer:
         self.expiry = 0.0
         self.agent_gone = False
         self._kick_failed = False
+        #: Fenced, and not told of a step-down since: later holds are stale.
+        self.fenced = False
+        self._buffer = b""
 
-    def say(self, **message: Any) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.out.write(json.dumps(message) + "\n")
-            self.out.flush()
+    def say(self, **message: Any) -> bool:
+        """Never blocks (stdout is non-blocking): a frozen agent's full pipe costs the
+        message, not a fence or a kick. False when it could not be written whole."""
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            return os.write(self.out.fileno(), data) == len(data)
+        except (OSError, ValueError):
+            return False
 
     def handle(self, message: dict[str, Any]) -> bool:
         """One message from the agent; False to end."""
         op = message.get("op")
         if op == "hold":
+            if self.fenced and not message.get("ack"):
+                return True  # a renewal that came back late: the service is fenced already
+            self.fenced = False  # "ack": a new acquisition
             self.deadline = float(message["deadline"])
             self.expiry = float(message["expiry"])
             error = None
-            if self.watchdog is not None and not self.watchdog.armed:
-                try:
-                    self.watchdog.arm()
-                except OSError as exc:
-                    error = f"watchdog {self.watchdog.device}: {exc}"
+            wd = self.watchdog
+            if wd is not None and not wd.armed:
+                if now() + wd.wanted > self.expiry - KICK_MARGIN:
+                    # Opening the device is a kick: not one that could reach past the lease.
+                    error = f"watchdog {wd.device}: too late to arm before the lease's end"
+                else:
+                    try:
+                        wd.arm()
+                    except OSError as exc:
+                        error = f"watchdog {wd.device}: {exc}"
             if message.get("ack") or error:
                 self.say(armed=error is None, error=error)
             self.kick()
         elif op == "down":
-            self.deadline = None
+            self.deadline, self.fenced = None, False
             if self.watchdog is not None:
                 self.watchdog.disarm()
         elif op == "quit":
@@ -172,7 +188,7 @@ class Fencer:
     def fence(self) -> None:
         """The deadline passed while holding: make sure this member serves no writes."""
         late = now() - (self.deadline or 0.0)
-        self.deadline = None
+        self.deadline, self.fenced = None, True
         outcome: dict[str, Any] = {"late": round(late, 3), "agent_gone": self.agent_gone}
         if self.fence_argv is None:
             outcome.update(ok=False, error="no fence command; the watchdog is left to fire")
@@ -183,8 +199,8 @@ class Fencer:
                 self.watchdog.disarm()
             else:
                 self.watchdog.abandon()
-        self.say(fenced=outcome)
-        if self.agent_gone:  # nobody reads stdout: the next agent journals it from here
+        said = self.say(fenced=outcome)
+        if self.agent_gone or not said:  # nobody reads it: the next agent journals it
             self._leave_report({"fenced": outcome, "at": time.time()})
 
     def _leave_report(self, report: dict[str, Any]) -> None:
@@ -205,59 +221,71 @@ class Fencer:
         assert self.fence_argv is not None
         env = {**os.environ, **self.cfg.get("env", {}), "HADECK_ROLE": "fenced"}
         started = now()
-        try:
-            proc = subprocess.Popen(
-                self.fence_argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return {"ok": False, "error": f"cannot run {self.fence_argv[0]}: {exc}"}
-        try:
-            _, err = proc.communicate(timeout=self.fence_timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {"ok": False, "timed_out": True, "duration": round(self.fence_timeout, 3)}
-        return {
-            "ok": proc.returncode == 0,
-            "exit_code": proc.returncode,
-            "duration": round(now() - started, 3),
-            "stderr": err.decode(errors="replace")[-500:],
-        }
+        # stderr to a file, not a pipe: a background child that keeps the pipe open must
+        # not make a fence that exited 0 look hung. The exit is what is waited for.
+        with tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(
+                    self.fence_argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return {"ok": False, "error": f"cannot run {self.fence_argv[0]}: {exc}"}
+            try:
+                proc.wait(timeout=self.fence_timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1.0)  # stuck in the kernel: do not wait for it
+                return {"ok": False, "timed_out": True, "duration": round(self.fence_timeout, 3)}
+            err.seek(0)
+            return {
+                "ok": proc.returncode == 0,
+                "exit_code": proc.returncode,
+                "duration": round(now() - started, 3),
+                "stderr": err.read()[-500:].decode(errors="replace"),
+            }
 
     def run(self, stdin: IO[bytes]) -> None:
-        buffer = b""
         fd = stdin.fileno()
+        os.set_blocking(self.out.fileno(), False)
         while True:
+            if not self.agent_gone:
+                wait = TICK if self.deadline is None else min(TICK, self.deadline - now())
+                select.select([fd], [], [], max(0.0, wait))
+                # Everything queued, before the deadline is judged: a backlog of holds
+                # (this process was stopped) ends with the newest.
+                if not self._read_all(fd):
+                    self._end()
+                    return
             if self.deadline is not None and now() >= self.deadline:
                 self.fence()
             if self.agent_gone:
                 if self.deadline is None:
                     break
                 time.sleep(min(TICK, max(0.0, self.deadline - now())))
-                self.kick()
-                continue
-            wait = TICK if self.deadline is None else min(TICK, self.deadline - now())
-            ready, _, _ = select.select([fd], [], [], max(0.0, wait))
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    self.agent_gone = True
-                    continue
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        if not self.handle(json.loads(line)):
-                            self._end()
-                            return
             self.kick()
         self._end()
+
+    def _read_all(self, fd: int) -> bool:
+        """Read and handle what is waiting; False once told to quit."""
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.agent_gone = True
+                return True
+            self._buffer += chunk
+            *lines, self._buffer = self._buffer.split(b"\n")
+            for line in lines:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    if not self.handle(json.loads(line)):
+                        return False
+        return True
 
     def _end(self) -> None:
         if self.watchdog is not None and self.deadline is None:

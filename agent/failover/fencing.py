@@ -42,6 +42,8 @@ class Fencing:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._armed: asyncio.Future[dict[str, Any]] | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self._lost = False
 
     @staticmethod
     def wanted(cfg: Group) -> bool:
@@ -85,10 +87,15 @@ class Fencing:
                 message = json.loads(line)
             except ValueError:
                 continue
+            if not isinstance(message, dict):
+                continue
             if "armed" in message and self._armed is not None and not self._armed.done():
                 self._armed.set_result(message)
             elif "armed" not in message or not message["armed"]:
-                self.on_report(message)
+                try:
+                    self.on_report(message)
+                except Exception:  # the reader must outlive a bad report
+                    log.exception("group %s: fencing report %r", self.group, message)
         if self._armed is not None and not self._armed.done():
             self._armed.set_result({"armed": False, "error": "the fencing process exited"})
         code = await proc.wait()
@@ -133,7 +140,23 @@ class Fencing:
         return None if answer.get("armed") else str(answer.get("error") or "not armed")
 
     def hold(self, deadline: float, expiry: float) -> None:
-        self._send({"op": "hold", "deadline": deadline, "expiry": expiry})
+        if self._send({"op": "hold", "deadline": deadline, "expiry": expiry}):
+            self._lost = False
+            return
+        # It died (or stopped reading) while this member is primary: say so once per
+        # outage, and bring a new one up with this deadline.
+        if not self._lost:
+            self._lost = True
+            self.on_report({"error": "the fencing process does not take the deadline"})
+        if self._restart is None or self._restart.done():
+            self._restart = asyncio.create_task(self._respawn(deadline, expiry))
+
+    async def _respawn(self, deadline: float, expiry: float) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            return  # alive but not reading (stopped): the deadline it has is the safe one
+        if await self._alive():
+            self._send({"op": "hold", "deadline": deadline, "expiry": expiry})
 
     def down(self) -> None:
         self._send({"op": "down"})
@@ -150,8 +173,14 @@ class Fencing:
         try:
             await asyncio.wait_for(proc.wait(), 2.0)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            # Still holding (the member could not step down): it fences at the deadline,
+            # then ends by itself. Killing it would lose that fence.
+            log.warning(
+                "group %s: fencing process %s still holds a deadline; left to fence",
+                self.group,
+                proc.pid,
+            )
+            return
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._reader, 1.0)

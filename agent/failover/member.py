@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,6 +149,8 @@ class GroupMember:
         #: fence may be lifted (routing_fence.py).
         self._stood_down = False
         self._routing: asyncio.Task[None] | None = None
+        #: Set when the fencing process fenced this member's service while it was primary.
+        self._fenced_out: str | None = None
         self._hook: asyncio.Task[commands.CommandResult] | None = None
         self._promote_started = 0.0
         self._promotion: dict[str, Any] = {}
@@ -194,7 +197,8 @@ class GroupMember:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.role in (Role.PRIMARY, Role.PROMOTING):
+        if self.role in (Role.PRIMARY, Role.PROMOTING) or self.lease is not None:
+            # Also a demote the stop cut short: run it again, to its end.
             await self._demote("the agent is stopping", {}, release=True)
         if self._routing is not None:
             self._routing.cancel()
@@ -276,6 +280,14 @@ class GroupMember:
         elif self.free_at is not None and self.known_leader is None:
             timeout = max(0.0, min(timeout, self.free_at[0] - clock.now()))
         self._wake.clear()
+        if self.role in (Role.PRIMARY, Role.PROMOTING):
+            # In steps: the loop's own timer does not count a suspend, the deadline does.
+            end = clock.now() + timeout
+            while (left := end - clock.now()) > 0 and clock.now() < self.valid_until:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(0.25, left))
+                    return
+            return
         if self.role is Role.STANDBY and self.known_leader is not None and not self.paused:
             # A standby looks at the leader key more often than it runs a full loop, so a
             # released key (the fast path) is taken within a fraction of loop_wait.
@@ -374,6 +386,10 @@ class GroupMember:
 
     async def _primary_step(self) -> None:
         assert self.lease is not None
+        if self._fenced_out is not None:
+            why, self._fenced_out = self._fenced_out, None
+            await self._demote(f"its fencing process fenced the service ({why})", {}, True)
+            return
         if clock.now() >= self.valid_until:
             await self._demote(
                 "the lease could not be renewed before it could expire elsewhere",
@@ -395,6 +411,15 @@ class GroupMember:
                 "the lease is gone or belongs to another acquisition",
                 {"token": self.lease.token},
                 release=False,
+            )
+            return
+        if clock.now() >= self.valid_until:
+            # Renewed, but only after the deadline: the fencing process may already have
+            # fenced the service. A primary that lapsed once steps down (and hands over).
+            await self._demote(
+                "the lease was renewed only after its deadline had passed",
+                {"token": self.lease.token},
+                release=True,
             )
             return
         self.renew_failures = 0
@@ -588,8 +613,15 @@ class GroupMember:
             return
         self._routing = asyncio.create_task(self._put_back(), name=f"routing:{self.group}")
 
-    async def _put_back(self) -> None:
-        results = await routing_fence.put_back(self.cfg.haproxy, self.member)
+    async def _put_back(self, primary: bool = False) -> None:
+        if primary:
+            try:
+                if await self.store.get_flag(self.group, routing_fence.flag(self.member)) is None:
+                    return
+            except LeaseStoreError as exc:
+                self._store_failed(exc)
+                return
+        results = await routing_fence.put_back(self.cfg.haproxy, self.member, primary)
         ok = all(r["ok"] for r in results)
         if ok:
             try:
@@ -600,7 +632,8 @@ class GroupMember:
         self.events.emit(
             "group_routing_restored" if ok else "group_routing_not_restored",
             "info" if ok else "warning",
-            f"group {self.group}: {self.member} is back in HAProxy's rotation as a standby"
+            f"group {self.group}: {self.member} is back in HAProxy's rotation"
+            + (" as the primary" if primary else " as a standby")
             if ok
             else f"group {self.group}: {self.member} could not be put back in HAProxy: "
             + "; ".join(r.get("error", "") for r in results if not r["ok"]),
@@ -661,7 +694,10 @@ class GroupMember:
         return ranked(self.members)
 
     async def _promotion_progress(self) -> None:
-        if self._hook is None or not self._hook.done():
+        if self._hook is None:  # the promotion's setup failed before its hook started
+            await self._demote("the promotion could not be started", {}, release=True)
+            return
+        if not self._hook.done():
             return
         result = self._hook.result()
         self._hook = None
@@ -676,6 +712,11 @@ class GroupMember:
             return
         self.role = Role.PRIMARY
         self.last_holder = self.member
+        if self.cfg.haproxy:
+            # Fenced out of HAProxy earlier and not put back yet: the primary must be in.
+            if self._routing is not None:
+                self._routing.cancel()  # a standby's put-back would wait for DOWN in vain
+            self._routing = asyncio.create_task(self._put_back(primary=True))
         p = self._promotion
         self.metrics.promotions.labels(self.group, p["kind"]).inc()
         steps = {**self._acquired, "promote": round(clock.now() - self._promote_started, 3)}
@@ -719,6 +760,7 @@ class GroupMember:
         """Stop being primary: unroutable at once, demote hook, then (if we can) release."""
         was = self.role
         self.role = Role.DEMOTING
+        self._fenced_out = None
         self.valid_until = 0.0
         if self._hook is not None:
             self._hook.cancel()
@@ -782,8 +824,10 @@ class GroupMember:
 
     def _journal_left_reports(self) -> None:
         """Fences run after the previous agent died: audited now, by this one."""
-        try:
-            lines = self.fence_reports.read_text().splitlines()
+        taken = self.fence_reports.with_suffix(".reading")
+        try:  # moved first: a report written meanwhile starts a new file
+            os.replace(self.fence_reports, taken)
+            lines = taken.read_text().splitlines()
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -797,7 +841,7 @@ class GroupMember:
             if isinstance(report, dict):
                 self._fenced(report)
         with contextlib.suppress(OSError):
-            self.fence_reports.unlink()
+            taken.unlink()
 
     def _fenced(self, report: dict[str, Any]) -> None:
         """What the fencing process did without the agent: audited like any action."""
@@ -813,6 +857,12 @@ class GroupMember:
             return
         ok = bool(outcome.get("ok"))
         why = "the agent is gone" if outcome.get("agent_gone") else "no renewal reached it"
+        if self.role in (Role.PRIMARY, Role.PROMOTING):
+            # Fenced while this agent still counts itself primary (a renewal that came back
+            # late): its service is no primary any more, so neither is the member. The
+            # loop steps down at once (_primary_step).
+            self._fenced_out = why
+            self._wake.set()
         self._journal(
             "group_fence",
             ACTOR,

@@ -52,15 +52,26 @@ def _maint(fence: RoutingFence, server: str) -> dict[str, Any]:
     return result
 
 
-async def put_back(fences: list[RoutingFence], server: str) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(asyncio.to_thread(_ready, f, server) for f in fences)))
+async def put_back(
+    fences: list[RoutingFence], server: str, primary: bool = False
+) -> list[dict[str, Any]]:
+    """`primary`: the fenced member has since become primary itself: straight to ready."""
+    return list(
+        await asyncio.gather(*(asyncio.to_thread(_ready, f, server, primary) for f in fences))
+    )
 
 
-def _ready(fence: RoutingFence, server: str) -> dict[str, Any]:
+def _ready(fence: RoutingFence, server: str, primary: bool) -> dict[str, Any]:
     """maint -> drain -> counted DOWN -> ready: never routed to on the strength of
     HAProxy's optimism about a server leaving maint."""
     runtime = HaproxyRuntime(fence.socket, fence.timeout)
     result: dict[str, Any] = {"socket": str(fence.socket), "backend": fence.backend}
+    if primary:
+        try:
+            runtime.set_state(fence.backend, server, "ready")
+        except HaproxyError as exc:
+            return {**result, "ok": False, "error": str(exc)}
+        return {**result, "ok": True}
     try:
         runtime.set_state(fence.backend, server, "drain")
         deadline = time.monotonic() + CHECK_WAIT
