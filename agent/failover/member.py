@@ -583,6 +583,14 @@ class GroupMember:
                 await self.store.set_flag(self.group, routing_fence.flag(old), str(lease.token))
             except LeaseStoreError as exc:
                 self._store_failed(exc)
+        try:
+            # An old holder's release must not vouch for this key if it vanishes: the
+            # flag goes before the promote hook runs (lease.certainly_free).
+            await self.store.set_flag(self.group, "released", None)
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
+            await self._demote("not promoted: the released flag could not be cleared", {}, True)
+            return
         if self.fencing is not None:
             error = await self.fencing.arm(self.valid_until, started + self.cfg.ttl)
             if error is not None and self.cfg.watchdog is not None:

@@ -6,6 +6,7 @@ same moment, every 50 ms, and fails the test on any round with two 200s.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -14,11 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from agent.failover.lease_sqlite import SqliteLeaseStore
 from agent.schema import GroupActionResult
 from console import actions
 from console.agent_client import AgentClient
@@ -134,7 +137,7 @@ def test_a_frozen_primary_comes_back_demoted_and_never_primary_again(group: Star
     assert checker.timeline[-1][1] == second.name
 
 
-def test_switchover_to_a_named_standby_and_refusals(group: Start) -> None:
+def test_switchover_to_a_named_standby_and_refusals(group: Start, store: dict[str, Any]) -> None:
     members = group()
     with SplitBrainChecker(members):
         first = wait_for(lambda: one_primary(members), 20, "a primary")
@@ -158,6 +161,11 @@ def test_switchover_to_a_named_standby_and_refusals(group: Start) -> None:
         assert (history["kind"], history["actor"]) == ("switchover", "alice")
         assert set(history["steps"]) == {"detect", "wait", "acquire", "promote"}
         assert history["steps"]["wait"] == 0  # released, not vanished: nothing to wait out
+        if store["kind"] == "sqlite":
+            # The old holder's release vouched for its own key only: the new primary
+            # cleared it before promoting, so it cannot vouch for the new key.
+            flags = asyncio.run(SqliteLeaseStore(Path(store["path"])).get_flag(GROUP, "released"))
+            assert flags is None
         # The operation's id is in its audit record and in its events.
         audit = target.agent.get("/api/v1/audit")
         done = [a for a in audit if a["action"] == "group_switchover" and a["actor"] == "alice"]
