@@ -772,8 +772,14 @@ class GroupMember:
         self.valid_until = 0.0
         if self._hook is not None:
             self._hook.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await self._hook
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this task is being stopped: not the hook's cancel to swallow
+            except Exception as exc:  # its failure is moot: this member is stepping down
+                log.info("group %s: promote hook ended with %r", self.group, exc)
             self._hook = None
         started = clock.now()
         result = await self._run_hook("demote", self.cfg.hooks.demote, {})
