@@ -210,10 +210,16 @@ class Agent:
             await self._stop.wait()
         finally:
             log.info("stopping")
-            scheduler.shutdown(wait=False)
             await self.operations.stop()  # each is marked interrupted, with its id
+            # Each subsystem removes its own jobs, so the scheduler stops after them (a
+            # stopped APScheduler no longer finds a job to remove); one that fails to stop
+            # must not leave the others running.
             for sub in reversed(self.subsystems):
-                await sub.stop()
+                try:
+                    await sub.stop()
+                except Exception:
+                    log.exception("stopping the %s subsystem failed", sub.name)
+            scheduler.shutdown(wait=False)
             await commands.end_all()
             for s in servers:
                 s.exit()

@@ -39,6 +39,12 @@ class GroupHooks(Strict):
     #: deadline when the agent has not stepped down by then (frozen, killed), and by the
     #: agent when `demote` fails. It may run beside a late `demote`: make it idempotent.
     fence: CommandStep | None = None
+    #: Make this standby replicate from the current primary: run when a standby first sees
+    #: a primary, and again whenever another member or a newer lease takes over, with
+    #: HADECK_PRIMARY (its member id), HADECK_PRIMARY_ADDRESS (its `address`, if
+    #: published) and HADECK_FENCING_TOKEN. A former primary rejoins this way (pg_rewind,
+    #: say). The member is not promoted while it runs; a failure is retried with backoff.
+    follow: CommandStep | None = None
 
 
 class WatchdogSection(Strict):

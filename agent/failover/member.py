@@ -152,6 +152,12 @@ class GroupMember:
         #: Set when the fencing process fenced this member's service while it was primary.
         self._fenced_out: str | None = None
         self._hook: asyncio.Task[commands.CommandResult] | None = None
+        #: The follow hook: the running one, the primary (member, token) it last followed,
+        #: and when (boot clock) a failed one may run again.
+        self._following: asyncio.Task[None] | None = None
+        self._followed: tuple[str, int] | None = None
+        self._follow_failures = 0
+        self._follow_retry_at = 0.0
         self._promote_started = 0.0
         self._promotion: dict[str, Any] = {}
         #: The member that held the lease before it went free, as far as this one saw.
@@ -202,6 +208,8 @@ class GroupMember:
             await self._demote("the agent is stopping", {}, release=True)
         if self._routing is not None:
             self._routing.cancel()
+        if self._following is not None:
+            self._following.cancel()
         if self.fencing is not None:
             await self.fencing.stop()  # still holding (a failed demote): it fences, then ends
         if self._records:  # what the journal has not finished yet, a little while
@@ -355,6 +363,8 @@ class GroupMember:
             return f"lag unknown: {self.lag_error or 'not measured yet'}"
         if self.cfg.max_lag is not None and self.lag is not None and self.lag > self.cfg.max_lag:
             return f"lag {self.lag:g} exceeds max_lag {self.cfg.max_lag:g}"
+        if self._following is not None:
+            return "the follow hook is running"
         return None
 
     def _store_failed(self, exc: LeaseStoreError) -> None:
@@ -498,6 +508,7 @@ class GroupMember:
             self._leader_gone_at, self.free_at = None, None
             self.last_holder = leader.member
             self._seen = (leader, seen_at)
+            self._follow(leader)
             if self.cfg.haproxy and leader.member != self.member:
                 try:
                     await self._back_in_routing()
@@ -516,6 +527,8 @@ class GroupMember:
         forced = req is not None and req.kind == "failover" and req.to == self.member
         if self.paused and not forced:
             return
+        if self._following is not None:
+            return  # never promoted mid-rewind, not even when forced: once it has ended
         h = self.health()
         if not forced:
             if self._ineligible(h):
@@ -610,6 +623,67 @@ class GroupMember:
         # Routable as soon as the hook succeeds, not at the next tick.
         self._hook.add_done_callback(lambda _: self._wake.set())
         self._wake.set()
+
+    def _follow(self, leader: Leader) -> None:
+        """A standby replicates from the primary it sees: the follow hook runs once per new
+        lease (another member, or a newer token), one at a time, in a task (a pg_rewind
+        takes a while and the loop goes on), again with backoff if it fails."""
+        if self.cfg.hooks.follow is None or leader.member == self.member:
+            return
+        target = (leader.member, leader.token)
+        if self._following is not None or self._followed == target:
+            return
+        if clock.now() < self._follow_retry_at:
+            return
+        self._following = asyncio.create_task(self._run_follow(leader), name=f"follow:{self.group}")
+        self._following.add_done_callback(lambda _: self._wake.set())
+
+    async def _run_follow(self, leader: Leader) -> None:
+        assert self.cfg.hooks.follow is not None
+        try:
+            address = next((m.address for m in self.members if m.member == leader.member), None)
+            env = {
+                "HADECK_PRIMARY": leader.member,
+                "HADECK_PRIMARY_ADDRESS": address or "",
+                "HADECK_FENCING_TOKEN": str(leader.token),
+            }
+            started = clock.now()
+            result = await self._run_hook("follow", self.cfg.hooks.follow, env)
+            duration = clock.now() - started
+            if result.ok:
+                self._followed, self._follow_failures = (leader.member, leader.token), 0
+            else:
+                self._follow_failures += 1
+                backoff = min(60.0, self.cfg.loop_wait * 2**self._follow_failures)
+                self._follow_retry_at = clock.now() + backoff
+            self._journal(
+                "group_follow",
+                ACTOR,
+                {"primary": leader.member, "token": leader.token},
+                result.ok,
+                time.time() - duration,
+                duration,
+                {"follow": _outcome(result)},
+                Event(
+                    "group_following" if result.ok else "group_follow_failed",
+                    "info" if result.ok else "warning",
+                    f"group {self.group}: {self.member} follows {leader.member} "
+                    f"(token {leader.token})"
+                    if result.ok
+                    else f"group {self.group}: {self.member} could not follow "
+                    f"{leader.member} (attempt {self._follow_failures}, again in "
+                    f"{self._follow_retry_at - clock.now():.0f}s): {result.summary()}",
+                    service=self.cfg.service,
+                    evidence={
+                        "group": self.group,
+                        "primary": leader.member,
+                        "token": leader.token,
+                        "follow": _outcome(result),
+                    },
+                ),
+            )
+        finally:
+            self._following = None
 
     async def _back_in_routing(self) -> None:
         """Fenced out of HAProxy by the member that took over: back in once this member's

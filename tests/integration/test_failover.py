@@ -477,3 +477,14 @@ def test_haproxy_follows_the_primary_through_failovers(
             )
             assert previous.name not in proxy.runtime.up_servers("pg")
             previous.service.start()
+
+
+def test_a_member_agent_stops_cleanly(group: Start) -> None:
+    """A SIGTERM ends every subsystem's stop, the group's hand-over first: exit 0, the
+    `agent_stopped` event, nothing left half-stopped by a failure on the way."""
+    (only,) = group(1)
+    wait_for(lambda: only.primary(), 20, "a primary")
+    assert only.agent.stop() == 0
+    log = only.agent.log()
+    assert "stopping the" not in log and "JobLookupError" not in log, log[-3000:]
+    assert "agent_stopped" in log

@@ -86,7 +86,7 @@ def member_config(
 class Member:
     name: str
     agent: AgentProcess
-    service: DemoService
+    service: DemoService | None
 
     @property
     def role_file(self) -> Path:

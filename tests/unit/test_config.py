@@ -32,9 +32,12 @@ def check(tmp_path: Path, text: str) -> tuple[int, list[str]]:
     return proc.returncode, [line.removeprefix(f"{f}: ") for line in lines]
 
 
-def test_example_config_is_valid():
+@pytest.mark.parametrize(
+    "example", ["deploy/agent.example.yaml", "deploy/recipes/postgresql/agent.yaml"]
+)
+def test_example_config_is_valid(example):
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "check-config", "deploy/agent.example.yaml"],
+        [sys.executable, "-m", "agent.cli", "check-config", example],
         capture_output=True,
         text=True,
         timeout=30,
