@@ -11,8 +11,6 @@ acknowledged; with synchronous replication, every one must be on the new primary
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,15 +120,15 @@ def _more_writes(writer: Writer, after: int, timeout: float = 60) -> None:
 def test_killed_primary_postgres_fails_over_without_losing_a_write_and_rejoins(
     pg_group: Callable[..., PgGroup],
 ) -> None:
-    g = pg_group()
+    # No restart of a crashed server here: restarted at once, the old primary holds the
+    # most WAL and may rightly be promoted again. Left down, its follow hook brings it back.
+    g = pg_group(recovery=False)
     with SplitBrainChecker(g.members), RoleChecker(g.cluster) as roles:
         first = g.ready()
         with Writer(g.port).running() as writer:
             _more_writes(writer, 0)
             at_fault = len(writer.acked)
-            pid = g.cluster.postmaster(first.name)
-            assert pid is not None
-            os.kill(pid, signal.SIGKILL)
+            g.cluster.crash(first.name)
             second = new_primary(g.members, first, 60)
             _more_writes(writer, at_fault)
         assert writer.acked, "the writer never got an acknowledgement"

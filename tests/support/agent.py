@@ -112,9 +112,11 @@ class AgentProcess:
         ]
 
     def wait_event(self, kind: str, timeout: float = 15, **match: Any) -> dict[str, Any]:
-        return wait_for(
-            lambda: (self.events(kind, **match) or [None])[-1], timeout, f"event {kind} {match}"
-        )
+        def latest() -> dict[str, Any] | None:
+            found = self.events(kind, **match)
+            return found[-1] if found else None
+
+        return wait_for(latest, timeout, f"event {kind} {match}")
 
     def probe_runs(self, probe: str, result: str) -> float:
         """hadeck_probe_runs_total of one probe and result (success, failure, unavailable)."""
@@ -126,7 +128,7 @@ class AgentProcess:
         return 0.0
 
     def service(self, name: str) -> dict[str, Any]:
-        services = {s["name"]: s for s in self.get("/api/v1/services")}
+        services: dict[str, dict[str, Any]] = {s["name"]: s for s in self.get("/api/v1/services")}
         return services[name]
 
     def signal(self, sig: int) -> None:

@@ -12,15 +12,17 @@ as a real host's would (`pg_member_config`).
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,6 +203,29 @@ class PgCluster:
         except (OSError, ValueError, IndexError):
             return None
 
+    def processes(self, m: str) -> list[int]:
+        """The postmaster and its children: what a crash of the server kills."""
+        pid = self.postmaster(m)
+        if pid is None:
+            return []
+        found = [pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry.name))
+                except (OSError, IndexError, ValueError):
+                    continue
+        return found
+
+    def crash(self, m: str) -> None:
+        """SIGKILL to every process of the server at once (a postmaster killed alone leaves
+        its backends serving their clients for a while)."""
+        for pid in self.processes(m):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def destroy(self, keep_logs: Path | None = None) -> None:
         """Stops every server and removes the directory, its servers' logs kept in
         `keep_logs` (the test's tmp_path) to read after a failure."""
@@ -375,7 +400,11 @@ class Writer:
 
     port: int
     acked: list[int] = field(default_factory=list)
+    #: When each acknowledgement came (time.monotonic()), beside `acked`.
+    acked_at: list[float] = field(default_factory=list)
     failed: int = 0
+    #: When each failed attempt ended (time.monotonic()).
+    failed_at: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -393,9 +422,11 @@ class Writer:
                 n = self._next
                 self._next += 1  # a number is never reused, acknowledged or not
                 conn.execute("insert into writes values (%s, now())", (n,))
+                self.acked_at.append(time.monotonic())
                 self.acked.append(n)
             except psycopg.Error:
                 self.failed += 1
+                self.failed_at.append(time.monotonic())
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -403,7 +434,20 @@ class Writer:
         if conn is not None:
             conn.close()
 
-    @contextmanager
+    def first_ack_after(self, t: float) -> float | None:
+        """When the first commit after `t` (time.monotonic()) was acknowledged."""
+        i = bisect.bisect_right(self.acked_at, t)
+        return self.acked_at[i] if i < len(self.acked_at) else None
+
+    def writable_again(self, t: float) -> float | None:
+        """After a fault at `t`: when writes were acknowledged again after the first
+        failure it caused (at once if none failed and writes go on)."""
+        i = bisect.bisect_right(self.failed_at, t)
+        if i < len(self.failed_at):
+            return self.first_ack_after(self.failed_at[i])
+        return None
+
+    @contextlib.contextmanager
     def running(self) -> Iterator[Writer]:
         self._thread.start()
         try:

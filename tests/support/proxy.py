@@ -80,6 +80,7 @@ class BlackHoleProxy:
                 with contextlib.suppress(OSError):
                     client.close()
                 continue
+            upstream.settimeout(None)  # the 2 s was for connecting: idle keep-alives live on
             self._track(upstream)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()

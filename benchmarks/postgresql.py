@@ -1,0 +1,271 @@
+"""PostgreSQL under hadeck: lost acknowledged writes and time to a writable primary, fault by fault.
+
+Targets (issue 10): with synchronous replication, 0 lost acknowledged writes over at least
+50 faults; 0 samples with two writable servers.
+
+Three real PostgreSQL servers (tests/support/postgres.py: initdb, pg_basebackup, loopback,
+synchronous_standby_names = 'ANY 1 (...)'), each driven by its own agent through
+deploy/recipes/postgresql/hadeck-pg, ttl 10 s, loop_wait 2 s, leases in a real etcd that
+each agent reaches through its own proxy (tests/support/proxy.py, which can black-hole
+the traffic), a real HAProxy routing clients to the member whose `/groups/pg/primary`
+answers 200. A writer inserts numbered rows through HAProxy as fast as one client can and
+keeps every number the server acknowledged; a checker reads every server's
+pg_is_in_recovery() every 50 ms for the whole run.
+
+Four kinds of fault, `--faults` each, in turn, always on the current primary:
+
+- kill-postgres: SIGKILL of the primary's postmaster and its children;
+- freeze-agent: SIGSTOP of the primary's agent (its fencing process fences PostgreSQL);
+- partition: the primary's agent cut off from etcd;
+- kill-host: SIGKILL of every process of the primary's "host": agent, fencing process,
+  postmaster and its children.
+
+Per fault: the time from the fault to the first write acknowledged through HAProxy after
+the first write the fault made fail (a frozen primary's server takes writes until it is
+fenced: the time counts until the new primary takes them). Once a new primary has taken
+writes, the fault is undone (agent thawed or restarted, proxy healed) and the group
+settles (every standby streaming from the primary) before the next. At the end, every
+acknowledged number must be on the last primary: each one missing is a lost write.
+
+    .venv/bin/python benchmarks/postgresql.py [--faults 13]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _harness import REPO, BenchmarkError, machine, percentile, run_benchmark, table
+
+from console.demo.component import ComponentError
+
+# The tests' PostgreSQL cluster, writer and role checker: the same harness, measured here.
+sys.path.insert(0, str(REPO))
+from tests.support.agent import AgentProcess
+from tests.support.etcd import EtcdServer
+from tests.support.haproxy import Backend, HaproxyProcess, Server
+from tests.support.postgres import PgCluster, RoleChecker, Writer, pg_member_config
+from tests.support.proxy import BlackHoleProxy
+
+NAMES = ["m1", "m2", "m3"]
+KINDS = ["kill-postgres", "freeze-agent", "partition", "kill-host"]
+SETTLE = 120.0
+
+
+class Bench:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.etcd = EtcdServer(root / "etcd")
+        self.cluster = PgCluster(NAMES, synchronous=True)
+        self.proxies: dict[str, BlackHoleProxy] = {}
+        self.agents: dict[str, AgentProcess] = {}
+        self.haproxy: HaproxyProcess | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        self.etcd.start()
+        self.cluster.create()
+        upstream = int(self.etcd.url.rsplit(":", 1)[1])
+        for i, name in enumerate(NAMES):
+            proxy = BlackHoleProxy(upstream).__enter__()
+            self.proxies[name] = proxy
+            store = {"kind": "etcd", "endpoints": [proxy.url], "timeout": "1s"}
+            d = self.root / name
+            d.mkdir()
+            cfg = pg_member_config(name, self.cluster, store, priority=100 - i)
+            cfg["agent"]["log_level"] = "info"
+            self.agents[name] = AgentProcess(d, cfg)
+        backend = Backend(
+            "pg",
+            "/groups/pg/primary",
+            [Server(n, self.cluster.ports[n], a.public_port) for n, a in self.agents.items()],
+        )
+        self.haproxy = HaproxyProcess(self.root / "haproxy", [backend]).start()
+        self.port = backend.port
+        for agent in self.agents.values():
+            agent.start()
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            with contextlib.suppress(ComponentError):
+                agent.component.stop()
+        if self.haproxy is not None:
+            self.haproxy.stop()
+        for proxy in self.proxies.values():
+            proxy.__exit__()
+        self.cluster.destroy(keep_logs=self.root)
+        self.etcd.stop()
+
+    def primary(self) -> str | None:
+        answers = [n for n in NAMES if self._is_primary(n)]
+        return answers[0] if len(answers) == 1 else None
+
+    def _is_primary(self, name: str) -> bool:
+        try:
+            url = f"{self.agents[name].public_url}/groups/pg/primary"
+            return httpx.get(url, timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def settled(self) -> str | None:
+        """The primary, once every other member streams from it."""
+        p = self.primary()
+        if p is None:
+            return None
+        try:
+            streaming = {a for a, _ in self.cluster.streaming_to(p)}
+        except Exception:
+            return None
+        return p if streaming >= set(NAMES) - {p} else None
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(0.1)
+    raise BenchmarkError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def fencer_pids(agent: AgentProcess) -> list[int]:
+    marker = str(agent.state_dir).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"agent.failover.fencer" in cmdline and marker in cmdline:
+                    found.append(int(entry.name))
+    return found
+
+
+def inject(b: Bench, kind: str, primary: str) -> Callable[[], None]:
+    """Starts the fault; returns what undoes it."""
+    agent = b.agents[primary]
+    if kind == "kill-postgres":
+        b.cluster.crash(primary)
+        return lambda: None
+    if kind == "freeze-agent":
+        agent.freeze()
+        return agent.thaw
+    if kind == "partition":
+        b.proxies[primary].cut()
+        return b.proxies[primary].heal
+    if kind == "kill-host":
+        pids = fencer_pids(agent) + b.cluster.processes(primary)
+        agent.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+        def restart() -> None:
+            agent.start()
+
+        return restart
+    raise ValueError(kind)
+
+
+def after(writer: Writer, at: float) -> Callable[[], float | None]:
+    return lambda: writer.writable_again(at)
+
+
+def measure(faults: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="hadeck-bench-pg-"))
+    b = Bench(root)
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    try:
+        b.start()
+        wait("a settled group", b.settled, SETTLE)
+        with RoleChecker(b.cluster) as roles, Writer(b.port).running() as writer:
+            try:
+                wait("writes through HAProxy", lambda: len(writer.acked) > 50, 60)
+                for i in range(faults):
+                    for kind in KINDS:
+                        old = wait("a settled group", b.settled, SETTLE)
+                        at = time.monotonic()
+                        undo = inject(b, kind, old)
+                        try:
+                            first = wait("a write after the fault", after(writer, at), SETTLE)
+                            times[kind].append(first - at)
+                            # A killed server restarted at once may hold the most WAL
+                            # and rightly be primary again: any primary will do.
+                            wait("a primary", b.primary, 60)
+                        finally:
+                            undo()
+                        print(
+                            f"  fault {i * len(KINDS) + KINDS.index(kind) + 1}: {kind} on "
+                            f"{old}: writable again after {times[kind][-1]:.2f} s",
+                            file=sys.stderr,
+                        )
+                last = wait("a settled group", b.settled, SETTLE)
+            finally:
+                # The roles' checker must not raise before the writer has stopped.
+                double = list(roles.double)
+                roles.double.clear()
+        lost = sorted(set(writer.acked) - b.cluster.rows(last))
+        return {
+            "times": times,
+            "lost": lost,
+            "acked": len(writer.acked),
+            "double": double,
+            "rounds": roles.rounds,
+        }
+    finally:
+        b.stop()
+
+
+def report(r: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for kind, values in r["times"].items():
+        rows.append(
+            [
+                kind,
+                str(len(values)),
+                f"{percentile(values, 50):.2f}",
+                f"{percentile(values, 95):.2f}",
+                f"{max(values) if values else float('nan'):.2f}",
+            ]
+        )
+    print(table(["fault", "n", "p50 s", "p95 s", "max s"], rows))
+    faults = sum(len(v) for v in r["times"].values())
+    print(
+        f"\n{faults} faults, {r['acked']} acknowledged writes, {len(r['lost'])} lost; "
+        f"{len(r['double'])} of {r['rounds']} role rounds with two writable servers"
+    )
+    ok = not r["lost"] and not r["double"] and faults >= 50
+    return {
+        "benchmark": "postgresql",
+        "ok": ok,
+        "faults": faults,
+        "acked": r["acked"],
+        "lost": len(r["lost"]),
+        "lost_first": r["lost"][:10],
+        "double_writable": len(r["double"]),
+        "role_rounds": r["rounds"],
+        "writable_again_s": {
+            k: {"p50": round(percentile(v, 50), 3), "p95": round(percentile(v, 95), 3)}
+            for k, v in r["times"].items()
+        },
+        "machine": machine(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faults", type=int, default=13, help="faults of each kind")
+    args = parser.parse_args()
+    return run_benchmark("postgresql", lambda: measure(args.faults), report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
