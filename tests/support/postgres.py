@@ -172,6 +172,7 @@ class PgCluster:
                 f'bin = "{self.bin}"\n'
                 f'log = "{self.log(m)}"\n'
                 f"synchronous = {'true' if self.synchronous else 'false'}\n"
+                "reclone = true\n"
                 f"connect_timeout = 2\n\n{servers}\n"
             )
 
