@@ -116,6 +116,22 @@ class Bench:
         except httpx.HTTPError:
             return False
 
+    def steady(self, hold: float = 3.0) -> Callable[[], str | None]:
+        """`settled` without a break for `hold` seconds: a restarted standby streams from
+        its old upstream for a moment before its follow hook has run."""
+        since: list[tuple[str, float]] = []
+
+        def check() -> str | None:
+            p = self.settled()
+            if p is None or (since and since[0][0] != p):
+                since.clear()
+                return None
+            if not since:
+                since.append((p, time.monotonic()))
+            return p if time.monotonic() - since[0][1] >= hold else None
+
+        return check
+
     def settled(self) -> str | None:
         """The primary, once every other member streams from it."""
         p = self.primary()
@@ -191,7 +207,7 @@ def measure(faults: int) -> dict[str, Any]:
                 wait("writes through HAProxy", lambda: len(writer.acked) > 50, 60)
                 for i in range(faults):
                     for kind in KINDS:
-                        old = wait("a settled group", b.settled, SETTLE)
+                        old = wait("a settled group", b.steady(), SETTLE)
                         at = time.monotonic()
                         undo = inject(b, kind, old)
                         try:
