@@ -43,7 +43,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 from _harness import REPO, BenchmarkError, machine, percentile, run_benchmark, table
 
 from console.demo.component import ComponentError
@@ -52,6 +51,7 @@ from console.demo.component import ComponentError
 sys.path.insert(0, str(REPO))
 from tests.support.agent import AgentProcess
 from tests.support.etcd import EtcdServer
+from tests.support.groups import Member, one_primary
 from tests.support.haproxy import Backend, HaproxyProcess, Server
 from tests.support.postgres import PgCluster, RoleChecker, Writer, pg_member_config
 from tests.support.proxy import BlackHoleProxy
@@ -106,15 +106,9 @@ class Bench:
         self.etcd.stop()
 
     def primary(self) -> str | None:
-        answers = [n for n in NAMES if self._is_primary(n)]
-        return answers[0] if len(answers) == 1 else None
-
-    def _is_primary(self, name: str) -> bool:
-        try:
-            url = f"{self.agents[name].public_url}/groups/pg/primary"
-            return httpx.get(url, timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """The one member answering 200 on its primary endpoint, if exactly one does."""
+        one = one_primary([Member(n, a, None) for n, a in self.agents.items()])
+        return one.name if one is not None else None
 
     def steady(self, hold: float = 3.0) -> Callable[[], str | None]:
         """`settled` without a break for `hold` seconds: a restarted standby streams from
