@@ -140,6 +140,7 @@ class PgCluster:
             "max_connections = 40",
             "shared_buffers = 16MB",
             "wal_receiver_status_interval = 1s",
+            "restart_after_crash = off",  # as the recipe's README asks
             "synchronous_commit = on",
             f"synchronous_standby_names = '{'ANY 1 (' + names + ')' if self.synchronous else ''}'",
         ]

@@ -60,6 +60,9 @@ def test_defaults_and_ports(pg: ModuleType, tmp_path: Path) -> None:
         (GOOD.replace("port = 5433", 'port = "5433"'), "members.db-2.port"),
         (GOOD.replace('host = "10.0.0.2"', ""), "members.db-2"),
         ("member = ", "Invalid value"),
+        (GOOD.replace("port = 5433", "prot = 5433"), "members.db-2: unknown key `prot`"),
+        ("synchronus = true\n" + GOOD, "unknown key `synchronus`"),
+        (GOOD.replace('data = "', 'sight_max_age = true\ndata = "'), "`sight_max_age`"),
     ],
 )
 def test_a_config_error_names_the_file_and_field(text: str, field: str, tmp_path: Path) -> None:
