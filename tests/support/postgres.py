@@ -336,14 +336,20 @@ class RoleChecker:
 
     cluster: PgCluster
     period: float = 0.05
-    rounds: int = 0
     double: list[tuple[float, list[str]]] = field(default_factory=list)
+    #: Reads done per member (answered or not).
+    reads: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._latest: dict[str, bool | None] = {}
         self._lock = threading.Lock()
+
+    @property
+    def rounds(self) -> int:
+        """Rounds in which every member was read: a watcher that died counts none."""
+        return min((self.reads.get(m, 0) for m in self.cluster.members), default=0)
 
     def _watch(self, m: str) -> None:
         # One connection per member, reopened when it breaks: a round costs a query, not a
@@ -364,6 +370,7 @@ class RoleChecker:
                 conn = None
             with self._lock:
                 self._latest[m] = writable
+                self.reads[m] = self.reads.get(m, 0) + 1
             self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))
         if conn is not None:
             conn.close()
@@ -372,26 +379,27 @@ class RoleChecker:
         while not self._stop.is_set():
             with self._lock:
                 writable = [m for m, w in self._latest.items() if w]
-            self.rounds += 1
             if len(writable) > 1:
                 self.double.append((time.time(), writable))
             self._stop.wait(self.period)
 
     def __enter__(self) -> RoleChecker:
         for m in self.cluster.members:
-            t = threading.Thread(target=self._watch, args=(m,), daemon=True)
+            t = threading.Thread(target=self._watch, args=(m,), name=f"watch {m}", daemon=True)
             t.start()
             self._threads.append(t)
-        judge = threading.Thread(target=self._judge, daemon=True)
+        judge = threading.Thread(target=self._judge, name="judge", daemon=True)
         judge.start()
         self._threads.append(judge)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        dead = [t.name for t in self._threads if not t.is_alive()]
         self._stop.set()
         for t in self._threads:
             t.join(5)
         assert not self.double, f"two writable PostgreSQL servers: {self.double[:5]}"
+        assert not dead, f"role watchers that died before the end: {dead}"
 
 
 @dataclass
@@ -412,6 +420,14 @@ class Writer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._next = 0
+        self._unreplicated = False
+
+    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        # statement_timeout ended the wait for a standby's flush: the server says the
+        # transaction "has already committed locally, but might not have been replicated"
+        # and the client sees success.
+        if "synchronous replication" in (diag.message_primary or ""):
+            self._unreplicated = True
 
     def _run(self) -> None:
         dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=1"
@@ -421,9 +437,13 @@ class Writer:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(dsn, autocommit=True)
                     conn.execute("set statement_timeout = 2000")
+                    conn.add_notice_handler(self._notice)
                 n = self._next
                 self._next += 1  # a number is never reused, acknowledged or not
+                self._unreplicated = False
                 conn.execute("insert into writes values (%s, now())", (n,))
+                if self._unreplicated:  # committed locally only: not acknowledged
+                    raise psycopg.OperationalError("synchronous replication wait cancelled")
                 self.acked_at.append(time.monotonic())
                 self.acked.append(n)
             except psycopg.Error:
