@@ -626,15 +626,13 @@ class GroupMember:
 
     def _follow(self, leader: Leader) -> None:
         """A standby replicates from the primary it sees: the follow hook runs once per new
-        lease (another member, or a newer token) whose holder says it is primary, one at a
-        time, in a task (a pg_rewind takes a while and the loop goes on), again with
-        backoff if it fails."""
+        lease (another member, or a newer token), one at a time, in a task (a pg_rewind
+        takes a while and the loop goes on), again with backoff if it fails. At once, not
+        once the holder says it is primary: the key is taken before its promote hook
+        runs, and the hook decides how to wait for that (hadeck-pg polls until the new
+        primary is writable); with synchronous replication, writes resume only once a
+        standby streams from the new primary."""
         if self.cfg.hooks.follow is None or leader.member == self.member:
-            return
-        # The key is taken before the promote hook runs: a standby repointed (or rewound)
-        # at a server still in recovery gains nothing, and is out of the running meanwhile.
-        record = next((m for m in self.members if m.member == leader.member), None)
-        if record is None or record.role != Role.PRIMARY.value:
             return
         target = (leader.member, leader.token)
         if self._following is not None or self._followed == target:

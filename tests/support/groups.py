@@ -38,14 +38,9 @@ def member_config(
     fence: bool | list[str] = False,
     watchdog: Path | None = None,
     haproxy: list[dict[str, Any]] | None = None,
-    promote_takes: float = 0.0,
-    follow: bool = False,
 ) -> dict[str, Any]:
     """`fence=True`: a fence hook that writes `fenced <wall time>` to the role file (or the
-    argv given); `watchdog`: the device path (tests/support/watchdog.py's stand-in);
-    `promote_takes`: seconds the promote hook sleeps first, then it writes its end's wall
-    time to `promoted`; `follow`: a follow hook appending `<primary> <wall time>` to
-    `followed`."""
+    argv given); `watchdog`: the device path (tests/support/watchdog.py's stand-in)."""
     role = d / "role"
     svc: dict[str, Any] = {"probes": ["db"]}
     if recovery:
@@ -53,22 +48,12 @@ def member_config(
         svc["recovery"] = {"steps": ["restart"], "verify_window": "2s", "max_attempts": 2}
     hooks: dict[str, Any] = {
         "promote": {
-            "command": [
-                "sh",
-                "-c",
-                f"sleep {promote_takes:g}; date +%s.%N > {d / 'promoted'}; "
-                f'echo "primary $HADECK_FENCING_TOKEN" > {role}',
-            ],
-            "timeout": f"{promote_takes + 5:g}s",
+            "command": ["sh", "-c", f'echo "primary $HADECK_FENCING_TOKEN" > {role}'],
+            "timeout": "5s",
         },
         # Inside the margin check-config demands: demote ends within loop_wait.
         "demote": {"command": ["sh", "-c", f"echo standby > {role}"], "timeout": loop_wait},
     }
-    if follow:
-        hooks["follow"] = {
-            "command": ["sh", "-c", f'echo "$HADECK_PRIMARY $(date +%s.%N)" >> {d / "followed"}'],
-            "timeout": "5s",
-        }
     if fence:
         argv = (
             fence
