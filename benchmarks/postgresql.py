@@ -1,7 +1,9 @@
-"""PostgreSQL under hadeck: lost acknowledged writes and time to a writable primary, fault by fault.
+"""PostgreSQL under hadeck, and under Patroni beside it: lost acknowledged writes and time to
+a writable primary, fault by fault.
 
 Targets (issue 10): with synchronous replication, 0 lost acknowledged writes over at least
-50 faults; 0 samples with two writable servers.
+50 faults; 0 samples with two writable servers; side by side with Patroni, in one run on
+one machine, hadeck's time to a writable primary <= Patroni's (p50, every fault kind).
 
 Three real PostgreSQL servers (tests/support/postgres.py: initdb, pg_basebackup, loopback,
 synchronous_standby_names = 'ANY 1 (...)'), each driven by its own agent through
@@ -27,7 +29,12 @@ writes, the fault is undone (agent thawed or restarted, proxy healed) and the gr
 settles (every standby streaming from the primary) before the next. At the end, every
 acknowledged number must be on the last primary: each one missing is a lost write.
 
-    .venv/bin/python benchmarks/postgresql.py [--faults 13]
+`--systems hadeck,patroni` runs the same faults against Patroni (benchmarks/_patroni.py:
+the same servers' settings, etcd through the same proxies, HAProxy on Patroni's
+`/primary`, ttl 10 s, loop_wait 2 s), one system after the other; freeze-agent then
+freezes Patroni, kill-host kills Patroni and its server.
+
+    .venv/bin/python benchmarks/postgresql.py [--faults 13] [--systems hadeck,patroni]
 """
 
 from __future__ import annotations
@@ -43,9 +50,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _patroni
+import httpx
 from _harness import REPO, BenchmarkError, machine, percentile, run_benchmark, table
 
-from console.demo.component import ComponentError
+from console.demo.component import ComponentError, free_port
 
 # The tests' PostgreSQL cluster, writer and role checker: the same harness, measured here.
 sys.path.insert(0, str(REPO))
@@ -62,42 +71,31 @@ SETTLE = 120.0
 
 
 class Bench:
+    """One system's group: three servers, etcd through a proxy per member, HAProxy."""
+
+    system = ""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.etcd = EtcdServer(root / "etcd")
         self.cluster = PgCluster(NAMES, synchronous=True)
         self.proxies: dict[str, BlackHoleProxy] = {}
-        self.agents: dict[str, AgentProcess] = {}
         self.haproxy: HaproxyProcess | None = None
         self.port = 0
 
-    def start(self) -> None:
-        self.etcd.start()
-        self.cluster.create()
+    def _proxies(self) -> None:
         upstream = int(self.etcd.url.rsplit(":", 1)[1])
-        for i, name in enumerate(NAMES):
-            proxy = BlackHoleProxy(upstream).__enter__()
-            self.proxies[name] = proxy
-            store = {"kind": "etcd", "endpoints": [proxy.url], "timeout": "1s"}
-            d = self.root / name
-            d.mkdir()
-            cfg = pg_member_config(name, self.cluster, store, priority=100 - i)
-            cfg["agent"]["log_level"] = "info"
-            self.agents[name] = AgentProcess(d, cfg)
+        for name in NAMES:
+            self.proxies[name] = BlackHoleProxy(upstream).__enter__()
+
+    def _route(self, path: str, check_ports: dict[str, int]) -> None:
         backend = Backend(
-            "pg",
-            "/groups/pg/primary",
-            [Server(n, self.cluster.ports[n], a.public_port) for n, a in self.agents.items()],
+            "pg", path, [Server(n, self.cluster.ports[n], check_ports[n]) for n in NAMES]
         )
         self.haproxy = HaproxyProcess(self.root / "haproxy", [backend]).start()
         self.port = backend.port
-        for agent in self.agents.values():
-            agent.start()
 
-    def stop(self) -> None:
-        for agent in self.agents.values():
-            with contextlib.suppress(ComponentError):
-                agent.component.stop()
+    def _stop_common(self) -> None:
         if self.haproxy is not None:
             self.haproxy.stop()
         for proxy in self.proxies.values():
@@ -105,14 +103,22 @@ class Bench:
         self.cluster.destroy(keep_logs=self.root)
         self.etcd.stop()
 
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
     def primary(self) -> str | None:
-        """The one member answering 200 on its primary endpoint, if exactly one does."""
-        one = one_primary([Member(n, a, None) for n, a in self.agents.items()])
-        return one.name if one is not None else None
+        raise NotImplementedError
+
+    def inject(self, kind: str, primary: str) -> Callable[[], None]:
+        """Starts the fault; returns what undoes it."""
+        raise NotImplementedError
 
     def steady(self, hold: float = 3.0) -> Callable[[], str | None]:
         """`settled` without a break for `hold` seconds: a restarted standby streams from
-        its old upstream for a moment before its follow hook has run."""
+        its old upstream for a moment before it follows the new primary."""
         since: list[tuple[str, float]] = []
 
         def check() -> str | None:
@@ -138,6 +144,145 @@ class Bench:
         return p if streaming >= set(NAMES) - {p} else None
 
 
+class HadeckBench(Bench):
+    """Each server driven by its own agent through deploy/recipes/postgresql/hadeck-pg."""
+
+    system = "hadeck"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.agents: dict[str, AgentProcess] = {}
+
+    def start(self) -> None:
+        self.etcd.start()
+        self.cluster.create()
+        self._proxies()
+        for i, name in enumerate(NAMES):
+            store = {"kind": "etcd", "endpoints": [self.proxies[name].url], "timeout": "1s"}
+            d = self.root / name
+            d.mkdir()
+            cfg = pg_member_config(name, self.cluster, store, priority=100 - i)
+            cfg["agent"]["log_level"] = "info"
+            self.agents[name] = AgentProcess(d, cfg)
+        self._route("/groups/pg/primary", {n: a.public_port for n, a in self.agents.items()})
+        for agent in self.agents.values():
+            agent.start()
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            with contextlib.suppress(ComponentError):
+                agent.component.stop()
+        self._stop_common()
+
+    def primary(self) -> str | None:
+        """The one member answering 200 on its primary endpoint, if exactly one does."""
+        one = one_primary([Member(n, a, None) for n, a in self.agents.items()])
+        return one.name if one is not None else None
+
+    def inject(self, kind: str, primary: str) -> Callable[[], None]:
+        agent = self.agents[primary]
+        if kind == "kill-postgres":
+            self.cluster.crash(primary)
+            return lambda: None
+        if kind == "freeze-agent":
+            agent.freeze()
+            return agent.thaw
+        if kind == "partition":
+            self.proxies[primary].cut()
+            return self.proxies[primary].heal
+        if kind == "kill-host":
+            pids = fencer_pids(agent) + self.cluster.processes(primary)
+            agent.kill()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+            def restart() -> None:
+                agent.start()
+
+            return restart
+        raise ValueError(kind)
+
+
+class PatroniBench(Bench):
+    """Each server run by its own Patroni (benchmarks/_patroni.py)."""
+
+    system = "patroni"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.members: dict[str, _patroni.PatroniMember] = {}
+        self.client = httpx.Client(timeout=0.5, trust_env=False)
+
+    def start(self) -> None:
+        patroni = _patroni.install(Path("/tmp/hadeck-bench-patroni"))
+        self.etcd.start()
+        self._proxies()
+        home = self.cluster.dir / "patroni"
+        for name in NAMES:
+            cfg = _patroni.config(
+                name,
+                home,
+                self.cluster.data(name),
+                self.cluster.ports[name],
+                free_port(),
+                self.proxies[name].url.removeprefix("http://"),
+                self.cluster.bin,
+                self.cluster.dir,
+            )
+            self.members[name] = _patroni.PatroniMember(name, patroni, cfg, home)
+        self._route("/primary", {n: m.api_port for n, m in self.members.items()})
+        first = self.members[NAMES[0]]
+        first.component.start()
+        wait(f"{first.name} bootstrapped as primary", self.primary, SETTLE)
+        with self.cluster.connect(first.name) as conn:
+            conn.execute("create table writes (n bigint primary key, at timestamptz)")
+        for name in NAMES[1:]:
+            self.members[name].component.start()
+
+    def stop(self) -> None:
+        for m in self.members.values():
+            with contextlib.suppress(ComponentError):
+                m.component.stop()
+        self.client.close()
+        self._stop_common()
+
+    def primary(self) -> str | None:
+        up = []
+        for name, m in self.members.items():
+            with contextlib.suppress(httpx.HTTPError):
+                if self.client.get(f"{m.url}/primary").status_code == 200:
+                    up.append(name)
+        return up[0] if len(up) == 1 else None
+
+    def inject(self, kind: str, primary: str) -> Callable[[], None]:
+        member = self.members[primary].component
+        if kind == "kill-postgres":
+            self.cluster.crash(primary)
+            return lambda: None
+        if kind == "freeze-agent":
+            member.freeze()
+            return member.thaw
+        if kind == "partition":
+            self.proxies[primary].cut()
+            return self.proxies[primary].heal
+        if kind == "kill-host":
+            pids = self.cluster.processes(primary)
+            member.kill()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+            def restart() -> None:
+                member.start()
+
+            return restart
+        raise ValueError(kind)
+
+
+SYSTEMS: dict[str, type[Bench]] = {"hadeck": HadeckBench, "patroni": PatroniBench}
+
+
 def wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -159,39 +304,13 @@ def fencer_pids(agent: AgentProcess) -> list[int]:
     return found
 
 
-def inject(b: Bench, kind: str, primary: str) -> Callable[[], None]:
-    """Starts the fault; returns what undoes it."""
-    agent = b.agents[primary]
-    if kind == "kill-postgres":
-        b.cluster.crash(primary)
-        return lambda: None
-    if kind == "freeze-agent":
-        agent.freeze()
-        return agent.thaw
-    if kind == "partition":
-        b.proxies[primary].cut()
-        return b.proxies[primary].heal
-    if kind == "kill-host":
-        pids = fencer_pids(agent) + b.cluster.processes(primary)
-        agent.kill()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-        def restart() -> None:
-            agent.start()
-
-        return restart
-    raise ValueError(kind)
-
-
 def after(writer: Writer, at: float) -> Callable[[], float | None]:
     return lambda: writer.writable_again(at)
 
 
-def measure(faults: int) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="hadeck-bench-pg-"))
-    b = Bench(root)
+def measure(system: str, faults: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix=f"hadeck-bench-pg-{system}-"))
+    b = SYSTEMS[system](root)
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     try:
         b.start()
@@ -203,7 +322,7 @@ def measure(faults: int) -> dict[str, Any]:
                     for kind in KINDS:
                         old = wait("a settled group", b.steady(), SETTLE)
                         at = time.monotonic()
-                        undo = inject(b, kind, old)
+                        undo = b.inject(kind, old)
                         try:
                             first = wait("a write after the fault", after(writer, at), SETTLE)
                             times[kind].append(first - at)
@@ -213,7 +332,8 @@ def measure(faults: int) -> dict[str, Any]:
                         finally:
                             undo()
                         print(
-                            f"  fault {i * len(KINDS) + KINDS.index(kind) + 1}: {kind} on "
+                            f"  {system} fault {i * len(KINDS) + KINDS.index(kind) + 1}: "
+                            f"{kind} on "
                             f"{old}: writable again after {times[kind][-1]:.2f} s",
                             file=sys.stderr,
                         )
@@ -234,28 +354,9 @@ def measure(faults: int) -> dict[str, Any]:
         b.stop()
 
 
-def report(r: dict[str, Any]) -> dict[str, Any]:
-    rows = []
-    for kind, values in r["times"].items():
-        rows.append(
-            [
-                kind,
-                str(len(values)),
-                f"{percentile(values, 50):.2f}",
-                f"{percentile(values, 95):.2f}",
-                f"{max(values) if values else float('nan'):.2f}",
-            ]
-        )
-    print(table(["fault", "n", "p50 s", "p95 s", "max s"], rows))
+def _summary(r: dict[str, Any]) -> dict[str, Any]:
     faults = sum(len(v) for v in r["times"].values())
-    print(
-        f"\n{faults} faults, {r['acked']} acknowledged writes, {len(r['lost'])} lost; "
-        f"{len(r['double'])} of {r['rounds']} role rounds with two writable servers"
-    )
-    ok = not r["lost"] and not r["double"] and faults >= 50
     return {
-        "benchmark": "postgresql",
-        "ok": ok,
         "faults": faults,
         "acked": r["acked"],
         "lost": len(r["lost"]),
@@ -266,15 +367,58 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
             k: {"p50": round(percentile(v, 50), 3), "p95": round(percentile(v, 95), 3)}
             for k, v in r["times"].items()
         },
-        "machine": machine(),
     }
+
+
+def report(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    systems = list(results)
+    rows = []
+    for kind in KINDS:
+        row = [kind]
+        for s in systems:
+            values = results[s]["times"][kind]
+            row += [
+                str(len(values)),
+                f"{percentile(values, 50):.2f}",
+                f"{percentile(values, 95):.2f}",
+                f"{max(values) if values else float('nan'):.2f}",
+            ]
+        rows.append(row)
+    head = ["fault"]
+    for s in systems:
+        head += [f"{s} n", f"{s} p50 s", "p95 s", "max s"]
+    print(table(head, rows))
+    summaries = {s: _summary(r) for s, r in results.items()}
+    for s, m in summaries.items():
+        print(
+            f"{s}: {m['faults']} faults, {m['acked']} acknowledged writes, {m['lost']} lost; "
+            f"{m['double_writable']} of {m['role_rounds']} role rounds with two writable servers"
+        )
+    h = summaries.get("hadeck")
+    ok = h is not None and not h["lost"] and not h["double_writable"] and h["faults"] >= 50
+    if h is not None and "patroni" in summaries:
+        p = summaries["patroni"]
+        faster = all(
+            h["writable_again_s"][k]["p50"] <= p["writable_again_s"][k]["p50"] for k in KINDS
+        )
+        print(f"\nhadeck <= Patroni on p50 time for every fault kind: {faster}")
+        ok = ok and faster and h["lost"] <= p["lost"]
+    return {"benchmark": "postgresql", "ok": ok, "systems": summaries, "machine": machine()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faults", type=int, default=13, help="faults of each kind")
+    parser.add_argument(
+        "--systems", default="hadeck", help="comma-separated: hadeck, patroni (in this order)"
+    )
     args = parser.parse_args()
-    return run_benchmark("postgresql", lambda: measure(args.faults), report)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if unknown := [s for s in systems if s not in SYSTEMS]:
+        parser.error(f"unknown system {unknown[0]!r} (hadeck, patroni)")
+    return run_benchmark(
+        "postgresql", lambda: {s: measure(s, args.faults) for s in systems}, report
+    )
 
 
 if __name__ == "__main__":

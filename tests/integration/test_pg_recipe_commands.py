@@ -252,3 +252,31 @@ def test_primary_conninfo_written_for_a_stopped_server_reads_back_unchanged(
     shown = c.run([str(c.bin / "postgres"), "-D", str(c.data("m2")), "-c",
                    f"config_file={conf}", "-C", "primary_conninfo"])  # fmt: skip
     assert shown.stdout.strip() == s.replication_conninfo(s.servers["m1"])
+
+
+def test_a_killed_primary_whose_conninfo_names_the_new_primary_rejoins(
+    cluster: list[PgCluster],
+) -> None:
+    """Benchmark fault 8 (kill-host): the former primary, a standby of m2 once, still had
+    m2 in primary_conninfo. Its crash recovery before pg_rewind streamed m2's new timeline
+    on top of its own WAL; stopped right after, it never started again ("WAL location ...
+    belongs to timeline 1, but previous recovered WAL file came from timeline 2") and every
+    follow failed. Crash recovery replays the local WAL only."""
+    c = _make(cluster, ["m1", "m2", "m3"])
+    with c.connect("m1") as conn:
+        conn.execute("alter system set primary_conninfo = "
+                     f"'host=127.0.0.1 port={c.ports['m2']} user=postgres application_name=m1'")  # fmt: skip
+        conn.execute("insert into writes select n, now() from generate_series(1, 2000) n")
+    wait_for(lambda: len(c.rows("m2")) == 2000, 20, "m2 caught up")
+    killed = c.processes("m1")
+    c.crash("m1")
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in killed), 60, "m1 reaped")
+    assert recipe(c, "m2", "promote", 20).returncode == 0
+    with c.connect("m2") as conn:
+        conn.execute("insert into writes select n, now() from generate_series(2001, 4000) n")
+    settings = c.settings("m1")
+    settings.write_text(settings.read_text().replace("reclone = true", "reclone = false"))
+    done = recipe(c, "m1", "follow", 50, primary="m2")
+    assert done.returncode == 0, done.stderr
+    assert "m1" in {a for a, _ in c.streaming_to("m2")}
+    wait_for(lambda: len(c.rows("m1")) == 4000, 20, "m1 has m2's writes")
