@@ -7,8 +7,9 @@ refuses root). Each Patroni bootstraps its server itself (the first one initdb, 
 a basebackup), reaches etcd through its member's proxy (`use_proxies`: no discovery of
 etcd's own address behind it), and answers HAProxy's check on `/primary`.
 
-Settings chosen to match hadeck's run: ttl 10 s, loop_wait 2 s, retry_timeout 4 s (Patroni
-wants ttl >= loop_wait + 2 x retry_timeout); quorum synchronous replication, ANY 1 of the
+Settings chosen to match hadeck's run: the same ttl (at least 20 s: Patroni's etcd3 client
+raises anything less to 20), loop_wait 2 s, retry_timeout 4 s (Patroni wants ttl >=
+loop_wait + 2 x retry_timeout); quorum synchronous replication, ANY 1 of the
 standbys (hadeck's cluster: ANY 1 of the members); pg_rewind, and a re-clone when it fails
 (hadeck-pg's `reclone = true`); no watchdog (none may be armed on a shared machine; hadeck
 runs without one too, its fencing process is not a watchdog).
@@ -38,7 +39,10 @@ def install(root: Path) -> Path:
     patroni = venv / "bin" / "patroni"
     if patroni.exists():
         return patroni
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # The system's Python, not this one: the postgres user runs it, and an interpreter
+    # under root's home (pyenv) is out of its reach.
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
     done = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", PATRONI, PSYCOPG],
         capture_output=True,
@@ -52,6 +56,7 @@ def install(root: Path) -> Path:
 
 def config(
     name: str,
+    ttl: int,
     root: Path,
     data: Path,
     pg_port: int,
@@ -68,7 +73,7 @@ def config(
         "etcd3": {"hosts": [etcd], "use_proxies": True, "protocol": "http"},
         "bootstrap": {
             "dcs": {
-                "ttl": 10,
+                "ttl": ttl,
                 "loop_wait": 2,
                 "retry_timeout": 4,
                 "maximum_lag_on_failover": 1048576,
@@ -105,7 +110,13 @@ def config(
                 "replication": {"username": "postgres", "password": "bench"},
                 "rewind": {"username": "postgres", "password": "bench"},
             },
-            "parameters": {"unix_socket_directories": str(socket_dir)},
+            "parameters": {
+                "unix_socket_directories": str(socket_dir),
+                # Its server's log in the member's directory (Patroni's own output has none).
+                "logging_collector": "on",
+                "log_directory": str(root / name),
+                "log_filename": "postgresql.log",
+            },
             "pg_hba": [
                 "local all all trust",
                 "host all all 127.0.0.1/32 trust",

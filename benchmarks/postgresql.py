@@ -7,7 +7,7 @@ one machine, hadeck's time to a writable primary <= Patroni's (p50, every fault 
 
 Three real PostgreSQL servers (tests/support/postgres.py: initdb, pg_basebackup, loopback,
 synchronous_standby_names = 'ANY 1 (...)'), each driven by its own agent through
-deploy/recipes/postgresql/hadeck-pg, ttl 10 s, loop_wait 2 s, leases in a real etcd that
+deploy/recipes/postgresql/hadeck-pg, ttl `--ttl` (20 s), loop_wait 2 s, leases in a real etcd that
 each agent reaches through its own proxy (tests/support/proxy.py, which can black-hole
 the traffic), a real HAProxy routing clients to the member whose `/groups/pg/primary`
 answers 200. A writer inserts numbered rows through HAProxy as fast as one client can and
@@ -31,7 +31,7 @@ acknowledged number must be on the last primary: each one missing is a lost writ
 
 `--systems hadeck,patroni` runs the same faults against Patroni (benchmarks/_patroni.py:
 the same servers' settings, etcd through the same proxies, HAProxy on Patroni's
-`/primary`, ttl 10 s, loop_wait 2 s), one system after the other; freeze-agent then
+`/primary`, the same ttl, loop_wait 2 s), one system after the other; freeze-agent then
 freezes Patroni, kill-host kills Patroni and its server.
 
     .venv/bin/python benchmarks/postgresql.py [--faults 13] [--systems hadeck,patroni]
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -75,8 +76,8 @@ class Bench:
 
     system = ""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, ttl: int) -> None:
+        self.root, self.ttl = root, ttl
         self.etcd = EtcdServer(root / "etcd")
         self.cluster = PgCluster(NAMES, synchronous=True)
         self.proxies: dict[str, BlackHoleProxy] = {}
@@ -149,8 +150,8 @@ class HadeckBench(Bench):
 
     system = "hadeck"
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, ttl: int) -> None:
+        super().__init__(root, ttl)
         self.agents: dict[str, AgentProcess] = {}
 
     def start(self) -> None:
@@ -161,7 +162,7 @@ class HadeckBench(Bench):
             store = {"kind": "etcd", "endpoints": [self.proxies[name].url], "timeout": "1s"}
             d = self.root / name
             d.mkdir()
-            cfg = pg_member_config(name, self.cluster, store, priority=100 - i)
+            cfg = pg_member_config(name, self.cluster, store, priority=100 - i, ttl=f"{self.ttl}s")
             cfg["agent"]["log_level"] = "info"
             self.agents[name] = AgentProcess(d, cfg)
         self._route("/groups/pg/primary", {n: a.public_port for n, a in self.agents.items()})
@@ -209,8 +210,8 @@ class PatroniBench(Bench):
 
     system = "patroni"
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, ttl: int) -> None:
+        super().__init__(root, ttl)
         self.members: dict[str, _patroni.PatroniMember] = {}
         self.client = httpx.Client(timeout=0.5, trust_env=False)
 
@@ -222,6 +223,7 @@ class PatroniBench(Bench):
         for name in NAMES:
             cfg = _patroni.config(
                 name,
+                self.ttl,
                 home,
                 self.cluster.data(name),
                 self.cluster.ports[name],
@@ -245,6 +247,9 @@ class PatroniBench(Bench):
             with contextlib.suppress(ComponentError):
                 m.component.stop()
         self.client.close()
+        home = self.cluster.dir / "patroni"
+        if home.exists():  # Patroni's logs and its servers', to read after the run
+            shutil.copytree(home, self.root / "patroni", dirs_exist_ok=True)
         self._stop_common()
 
     def primary(self) -> str | None:
@@ -308,9 +313,9 @@ def after(writer: Writer, at: float) -> Callable[[], float | None]:
     return lambda: writer.writable_again(at)
 
 
-def measure(system: str, faults: int) -> dict[str, Any]:
+def measure(system: str, faults: int, ttl: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"hadeck-bench-pg-{system}-"))
-    b = SYSTEMS[system](root)
+    b = SYSTEMS[system](root, ttl)
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     try:
         b.start()
@@ -349,6 +354,7 @@ def measure(system: str, faults: int) -> dict[str, Any]:
             "acked": len(writer.acked),
             "double": double,
             "rounds": roles.rounds,
+            "ttl": ttl,
         }
     finally:
         b.stop()
@@ -403,7 +409,13 @@ def report(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         )
         print(f"\nhadeck <= Patroni on p50 time for every fault kind: {faster}")
         ok = ok and faster and h["lost"] <= p["lost"]
-    return {"benchmark": "postgresql", "ok": ok, "systems": summaries, "machine": machine()}
+    return {
+        "benchmark": "postgresql",
+        "ok": ok,
+        "ttl": results[systems[0]]["ttl"],
+        "systems": summaries,
+        "machine": machine(),
+    }
 
 
 def main() -> int:
@@ -412,12 +424,18 @@ def main() -> int:
     parser.add_argument(
         "--systems", default="hadeck", help="comma-separated: hadeck, patroni (in this order)"
     )
+    parser.add_argument(
+        "--ttl",
+        type=int,
+        default=20,
+        help="lease ttl, seconds, for every system (Patroni's etcd3 client takes no less than 20)",
+    )
     args = parser.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if unknown := [s for s in systems if s not in SYSTEMS]:
         parser.error(f"unknown system {unknown[0]!r} (hadeck, patroni)")
     return run_benchmark(
-        "postgresql", lambda: {s: measure(s, args.faults) for s in systems}, report
+        "postgresql", lambda: {s: measure(s, args.faults, args.ttl) for s in systems}, report
     )
 
 
