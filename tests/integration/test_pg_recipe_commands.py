@@ -264,8 +264,8 @@ def test_a_killed_primary_whose_conninfo_names_the_new_primary_rejoins(
     follow failed. Crash recovery replays the local WAL only."""
     c = _make(cluster, ["m1", "m2", "m3"])
     with c.connect("m1") as conn:
-        conn.execute("alter system set primary_conninfo = "
-                     f"'host=127.0.0.1 port={c.ports['m2']} user=postgres application_name=m1'")  # fmt: skip
+        info = f"host=127.0.0.1 port={c.ports['m2']} user=postgres application_name=m1"
+        conn.execute(f"alter system set primary_conninfo = '{info}'")
         conn.execute("insert into writes select n, now() from generate_series(1, 2000) n")
     wait_for(lambda: len(c.rows("m2")) == 2000, 20, "m2 caught up")
     killed = c.processes("m1")
