@@ -94,6 +94,12 @@ async def test_an_interval_at_the_tick_loses_no_runs():
             return None
         if any(came - set_for > TICK / 2 for set_for, came in scheduler.wakes[last[0] :]):
             return None
+        # A wake-up recorded as set for a time before the one it follows was not this
+        # sequence's timer (seen once in CI: a first run "set for" 11 ticks ahead): the
+        # count starts again. A doubled (gap 0) or skipped (gap 2) run still fails below.
+        set_for = [scheduler.wakes[w][0] for w in last]
+        if any(b < a for a, b in itertools.pairwise(set_for)):
+            return None
         return last
 
     scheduler.start()
