@@ -280,3 +280,24 @@ def test_a_killed_primary_whose_conninfo_names_the_new_primary_rejoins(
     assert done.returncode == 0, done.stderr
     assert "m1" in {a for a, _ in c.streaming_to("m2")}
     wait_for(lambda: len(c.rows("m1")) == 4000, 20, "m1 has m2's writes")
+
+
+def test_a_directory_that_does_not_start_is_recloned_when_allowed(
+    cluster: list[PgCluster],
+) -> None:
+    """Whatever keeps a rewound (or untouched) standby from starting, here a broken line in
+    its postgresql.auto.conf: with reclone off, follow fails naming the server's log; on,
+    the directory is moved aside and a fresh copy of the primary streams."""
+    c = _make(cluster, ["m1", "m2"])
+    c.stop("m2", "fast")
+    auto = c.data("m2") / "postgresql.auto.conf"
+    auto.write_text(auto.read_text() + "this is not a setting\n")
+    settings = c.settings("m2")
+    settings.write_text(settings.read_text().replace("reclone = true", "reclone = false"))
+    done = recipe(c, "m2", "follow", 30, primary="m1")
+    assert done.returncode == 1 and str(c.log("m2")) in done.stderr, done.stderr
+    settings.write_text(settings.read_text().replace("reclone = false", "reclone = true"))
+    done = recipe(c, "m2", "follow", 40, primary="m1")
+    assert done.returncode == 0 and "re-cloned" in done.stdout, done.stderr
+    assert list(c.dir.glob("m2.before-reclone-*")), "the old directory kept aside"
+    assert "m2" in {a for a, _ in c.streaming_to("m1")}
