@@ -49,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import _patroni
 import httpx
@@ -65,6 +65,16 @@ from tests.support.groups import Member, one_primary
 from tests.support.haproxy import Backend, HaproxyProcess, Server
 from tests.support.postgres import PgCluster, RoleChecker, Writer, pg_member_config
 from tests.support.proxy import BlackHoleProxy
+
+
+class Agent(Protocol):
+    """A member's HA agent process (hadeck's AgentProcess, Patroni's Component)."""
+
+    def freeze(self) -> None: ...
+    def thaw(self) -> None: ...
+    def kill(self) -> int | None: ...
+    def start(self) -> object: ...
+
 
 NAMES = ["m1", "m2", "m3"]
 KINDS = ["kill-postgres", "freeze-agent", "partition", "kill-host"]
@@ -113,9 +123,38 @@ class Bench:
     def primary(self) -> str | None:
         raise NotImplementedError
 
+    def agent(self, member: str) -> Agent:
+        """The member's HA agent: what freeze-agent freezes and kill-host kills."""
+        raise NotImplementedError
+
+    def host_pids(self, member: str) -> list[int]:
+        """Every other process of the member's "host" that kill-host kills."""
+        return self.cluster.processes(member)
+
     def inject(self, kind: str, primary: str) -> Callable[[], None]:
         """Starts the fault; returns what undoes it."""
-        raise NotImplementedError
+        agent = self.agent(primary)
+        if kind == "kill-postgres":
+            self.cluster.crash(primary)
+            return lambda: None
+        if kind == "freeze-agent":
+            agent.freeze()
+            return agent.thaw
+        if kind == "partition":
+            self.proxies[primary].cut()
+            return self.proxies[primary].heal
+        if kind == "kill-host":
+            pids = self.host_pids(primary)
+            agent.kill()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+            def restart() -> None:
+                agent.start()
+
+            return restart
+        raise ValueError(kind)
 
     def steady(self, hold: float = 3.0) -> Callable[[], str | None]:
         """`settled` without a break for `hold` seconds: a restarted standby streams from
@@ -180,29 +219,11 @@ class HadeckBench(Bench):
         one = one_primary([Member(n, a, None) for n, a in self.agents.items()])
         return one.name if one is not None else None
 
-    def inject(self, kind: str, primary: str) -> Callable[[], None]:
-        agent = self.agents[primary]
-        if kind == "kill-postgres":
-            self.cluster.crash(primary)
-            return lambda: None
-        if kind == "freeze-agent":
-            agent.freeze()
-            return agent.thaw
-        if kind == "partition":
-            self.proxies[primary].cut()
-            return self.proxies[primary].heal
-        if kind == "kill-host":
-            pids = fencer_pids(agent) + self.cluster.processes(primary)
-            agent.kill()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+    def agent(self, member: str) -> Agent:
+        return self.agents[member]
 
-            def restart() -> None:
-                agent.start()
-
-            return restart
-        raise ValueError(kind)
+    def host_pids(self, member: str) -> list[int]:
+        return fencer_pids(self.agents[member]) + super().host_pids(member)
 
 
 class PatroniBench(Bench):
@@ -260,29 +281,8 @@ class PatroniBench(Bench):
                     up.append(name)
         return up[0] if len(up) == 1 else None
 
-    def inject(self, kind: str, primary: str) -> Callable[[], None]:
-        member = self.members[primary].component
-        if kind == "kill-postgres":
-            self.cluster.crash(primary)
-            return lambda: None
-        if kind == "freeze-agent":
-            member.freeze()
-            return member.thaw
-        if kind == "partition":
-            self.proxies[primary].cut()
-            return self.proxies[primary].heal
-        if kind == "kill-host":
-            pids = self.cluster.processes(primary)
-            member.kill()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-            def restart() -> None:
-                member.start()
-
-            return restart
-        raise ValueError(kind)
+    def agent(self, member: str) -> Agent:
+        return self.members[member].component
 
 
 SYSTEMS: dict[str, type[Bench]] = {"hadeck": HadeckBench, "patroni": PatroniBench}

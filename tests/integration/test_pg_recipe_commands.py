@@ -9,22 +9,18 @@ distro unit) and runs the command the agent would, as the agent would (subproces
 from __future__ import annotations
 
 import contextlib
-import importlib.machinery
-import importlib.util
 import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.support.postgres import RECIPE, PgCluster, require_postgres
+from tests.support.postgres import PgCluster, load_recipe, require_postgres
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -221,22 +217,12 @@ def test_a_promoted_server_restarted_outside_hadeck_comes_back_read_only(
     assert c.writable("m2") is False
 
 
-def _load_recipe() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("hadeck_pg", str(RECIPE))
-    spec = importlib.util.spec_from_loader("hadeck_pg", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hadeck_pg"] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
-
-
 def test_primary_conninfo_written_for_a_stopped_server_reads_back_unchanged(
     cluster: list[PgCluster],
 ) -> None:
     """Quotes and backslashes in a value: PostgreSQL's own parser reads postgresql.auto.conf
     back to the conninfo hadeck-pg meant."""
-    pg = _load_recipe()
+    pg = load_recipe()
     c = _make(cluster, ["m1", "m2"])
     c.stop("m2", "fast")
     settings = c.settings("m2")

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import importlib.machinery
+import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -35,6 +39,17 @@ from tests.support.components import missing
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "deploy" / "recipes" / "postgresql" / "hadeck-pg"
 PACKAGE = "postgresql"
+
+
+def load_recipe() -> ModuleType:
+    """hadeck-pg as a module (it has no .py suffix), to call its functions directly."""
+    loader = importlib.machinery.SourceFileLoader("hadeck_pg", str(RECIPE))
+    spec = importlib.util.spec_from_loader("hadeck_pg", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hadeck_pg"] = module  # dataclasses look their module up
+    loader.exec_module(module)
+    return module
 
 
 def pg_bin() -> Path:

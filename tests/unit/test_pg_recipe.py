@@ -3,8 +3,6 @@ arithmetic (the integration tests drive the rest against real PostgreSQL)."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +10,12 @@ from types import ModuleType
 
 import pytest
 
-RECIPE = Path(__file__).resolve().parents[2] / "deploy" / "recipes" / "postgresql" / "hadeck-pg"
+from tests.support.postgres import RECIPE, load_recipe
 
 
 @pytest.fixture(scope="module")
 def pg() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("hadeck_pg", str(RECIPE))
-    spec = importlib.util.spec_from_loader("hadeck_pg", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["hadeck_pg"] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
+    return load_recipe()
 
 
 GOOD = """
