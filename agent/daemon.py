@@ -145,6 +145,10 @@ class Agent:
         return self.core.operations
 
     @property
+    def journal(self) -> Journal:
+        return self.core.journal
+
+    @property
     def supervisor(self) -> Supervisor:
         return self.supervision.supervisor
 

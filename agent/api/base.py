@@ -10,6 +10,7 @@ from agent.actions import Actions
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.events import EventLog
+from agent.journal import Journal
 from agent.metrics import Metrics
 from agent.operations import Operations
 from agent.schema import Resources
@@ -52,3 +53,5 @@ class AgentView(Protocol):
     def groups(self) -> dict[str, GroupMember]: ...
     @property
     def operations(self) -> Operations: ...
+    @property
+    def journal(self) -> Journal: ...

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Path, Query
 
 from agent.api.auth import Operator
 from agent.api.errors import ApiError
-from agent.audit import AuditLog
+from agent.journal import Event, Journal
 from agent.operations import Operation as OperationRecord
 from agent.operations import Operations
 from agent.schema import ActionRequest, Operation, OperationState, Plan
@@ -20,7 +21,7 @@ class OperationsView(Protocol):
     @property
     def operations(self) -> Operations: ...
     @property
-    def audit(self) -> AuditLog: ...
+    def journal(self) -> Journal: ...
 
 
 def router(agent: OperationsView) -> APIRouter:
@@ -52,14 +53,29 @@ def router(agent: OperationsView) -> APIRouter:
             return _cancel_plan(op_id, op)
         if op is None:
             raise ApiError(404, f"no operation {op_id!r} on this host")
-        was = op.state
+        was, started, t0 = op.state, time.time(), time.monotonic()
         op = await agent.operations.cancel(op_id) or op
-        agent.audit.append(
+        # It took effect only if the work ended as cancelled: work that finished first, or
+        # that was past the point of no return, ends as what it was.
+        ok = op.state == "cancelled"
+        params = {"type": op.type, "target": op.target, "reason": body.reason if body else ""}
+        outcome = "cancelled" if ok else f"not cancelled: it ended {op.state}"
+        await agent.journal.finished(
             str(actor),
             "operation_cancel",
             op_id,
-            {"type": op.type, "target": op.target, "reason": body.reason if body else ""},
-            {"ok": was == "running", "state_before": was, "state": op.state},
+            params,
+            ok=ok,
+            message=outcome,
+            started=started,
+            duration=time.monotonic() - t0,
+            result={"state_before": was, "state": op.state},
+            event=Event(
+                "operation_cancel",
+                "warning" if ok else "info",
+                f"{op.type} {op.target} ({op_id}): cancel by {actor}: {outcome}",
+            ),
+            operation=op_id,
         )
         return op.model()
 

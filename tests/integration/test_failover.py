@@ -288,10 +288,10 @@ def test_a_cancelled_switchover_is_journaled_and_leaves_one_primary(group: Start
         # Four honest endings, by how far the handover had gone when the cancel came.
         if record["result"]["state_before"] == "succeeded":  # it finished first: no change
             assert op["state"] == "succeeded" and not record["result"]["ok"]
-        elif op["state"] == "succeeded":
-            assert "cancel too late" in message
+        elif op["state"] == "succeeded":  # it finished while the cancel was landing
+            assert not record["result"]["ok"] and "is primary after" in message
         else:
-            assert op["state"] == "cancelled", op
+            assert op["state"] == "cancelled" and record["result"]["ok"], op
             assert ("withdrawn; nothing was handed over" in message) or ("too late" in message)
         wait_for(lambda: one_primary(members), 20, "one primary")
         if "nothing was handed over" in message:
@@ -302,6 +302,11 @@ def test_a_cancelled_switchover_is_journaled_and_leaves_one_primary(group: Start
         assert [(a["params"]["operation"], a["result"]["ok"]) for a in done] == [
             (op_id, op["state"] == "succeeded")
         ]
+        # The cancel itself goes through the journal: counted, and an event naming it.
+        result = "ok" if record["result"]["ok"] else "failed"
+        counted = f'hadeck_actions_total{{action="operation_cancel",result="{result}"}} 1.0'
+        assert counted in first.agent.text("/metrics")
+        assert first.agent.wait_event("operation_cancel")["evidence"]["operation"] == op_id
 
 
 def test_paused_group_takes_no_automatic_action_until_resumed(group: Start) -> None:
