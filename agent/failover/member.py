@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -995,9 +996,27 @@ class GroupMember:
             self.lag, self.lag_error = None, f"lag command: {result.summary()}"
             return
         try:
-            self.lag, self.lag_error = float(result.output.strip().split()[0]), None
-        except (ValueError, IndexError):
-            self.lag, self.lag_error = None, f"lag command printed {result.output[:40]!r}"
+            self.lag, self.lag_error = parse_lag(result.stdout), None
+        except ValueError as exc:
+            self.lag, self.lag_error = None, f"lag command: {exc}"
+
+
+def parse_lag(stdout: str) -> float:
+    """The lag a lag command printed: the first word of its stdout, a finite number >= 0.
+
+    Only stdout: a warning on stderr (psql's, say) is not a lag. NaN, infinities and
+    negative numbers are refused, since a standby's rank is sorted on this number and a
+    NaN or -inf would put the most behind standby first."""
+    words = stdout.split()
+    if not words:
+        raise ValueError("printed nothing on stdout")
+    try:
+        lag = float(words[0])
+    except ValueError:
+        raise ValueError(f"printed {stdout[:40]!r}, not a number") from None
+    if not math.isfinite(lag) or lag < 0:
+        raise ValueError(f"printed {words[0][:40]!r}, not a finite number >= 0")
+    return lag
 
 
 def _outcome(result: commands.CommandResult | None) -> dict[str, Any] | None:
