@@ -13,6 +13,9 @@ def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        # `::1:9441` could be the address ::1 port 9441 or ::1:9441 on a default port.
+        raise ValueError(f"write an IPv6 address in brackets, [ADDRESS]:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 
 

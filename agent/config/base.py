@@ -104,7 +104,19 @@ ConfigPath = Annotated[Path, AfterValidator(_beside_config)]
 # Windows, timeouts and periods: zero would mean a busy loop or an instant give-up.
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-Argv = Annotated[list[str], Field(min_length=1)]
+
+
+def _argv(value: list[str]) -> list[str]:
+    if not value[0] or value[0] != value[0].strip() or not value[0].isprintable():
+        raise ValueError(
+            f"the program {value[0]!r} is not a program name or path (empty, white space "
+            "at an end, or control characters)"
+        )
+    return value
+
+
+#: A command as argv: never a shell line; the program is named, the arguments are as given.
+Argv = Annotated[list[str], Field(min_length=1), AfterValidator(_argv)]
 Count = Annotated[int, Field(le=MAX_COUNT)]
 
 
@@ -134,9 +146,24 @@ Name = Annotated[str, AfterValidator(_name)]
 
 
 def _env_name(value: str) -> str:
-    if "=" in value:
-        raise ValueError(f"{value!r} is not an environment variable name (it has a '=')")
+    if "=" in value or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name (no '=', white space or "
+            "control characters)"
+        )
     return value
+
+
+def _host(value: str) -> str:
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(
+            f"{value!r} is not a host name or address (white space or control characters)"
+        )
+    return value
+
+
+#: A host to connect to, as the resolver takes it (a name or an IP literal).
+Host = Annotated[str, Field(min_length=1), AfterValidator(_host)]
 
 
 def http_url(value: str) -> str:

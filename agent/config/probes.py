@@ -12,7 +12,9 @@ from agent.config.base import (
     ConfigPath,
     Count,
     Duration,
+    Host,
     Issue,
+    Label,
     PositiveDuration,
     Size,
     Strict,
@@ -97,7 +99,7 @@ class HttpProbe(ProbeBase):
 
 class TcpProbe(ProbeBase):
     kind: Literal["tcp"]
-    host: str = Field(min_length=1)
+    host: Host
     port: int = Field(ge=1, le=65535)
 
 
@@ -115,7 +117,7 @@ class CommandProbe(ProbeBase):
 
 class ProcessProbe(ProbeBase):
     kind: Literal["process"]
-    name: Annotated[str, Field(min_length=1)] | None = None
+    name: Label | None = None  # as /proc/PID/comm shows it: spaces inside are allowed
     pidfile: ConfigPath | None = None
 
     @model_validator(mode="after")

@@ -541,6 +541,16 @@ BREAKING = [
         "groups.pg.watchdog.timeout: 9s is longer than ttl - 2 x loop_wait (8s)",
     ),
     (group(", watchdog: {timeout: 0}"), "groups.pg.watchdog.timeout: "),
+    # Names and hosts the kernel, the resolver or exec would never match, shown raw.
+    ("probes:\n  p: {kind: process, name: ' '}\n", "probes.p.name: ' ' is not printable"),
+    ('probes:\n  p: {kind: process, name: "nginx\\n"}\n', "probes.p.name: 'nginx\\n'"),
+    ('probes:\n  p: {kind: process, name: "ng\\e[2J"}\n', "probes.p.name: 'ng\\x1b[2J'"),
+    ('probes:\n  t: {kind: tcp, host: "h\\e[2J", port: 1}\n', "probes.t.host: 'h\\x1b[2J'"),
+    ("probes:\n  t: {kind: tcp, host: 'a b', port: 1}\n", "probes.t.host: 'a b' is not a host"),
+    ("api: {token: {env: ' '}}\n", "api.token.env: ' ' is not an environment variable name"),
+    ("probes:\n  c: {kind: command, command: ['']}\n", "probes.c.command: the program ''"),
+    ("runbooks:\n  r: {steps: [{command: [' x']}]}\n", "runbooks.r.steps.0.command: the program"),
+    ("api: {listen: '::1:9441'}\n", "api.listen: write an IPv6 address in brackets"),
 ]
 
 
