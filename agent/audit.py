@@ -290,13 +290,24 @@ class AuditLog:
     def tail(self, since: int = 0, limit: int = 200) -> list[dict[str, Any]]:
         """Records with seq > since, oldest first: the first `limit` of them, or the newest
         `limit` when since is 0. Read from the end back to `since` (records are in seq
-        order), so a console following the log reads only what is new."""
+        order), so a console following the log reads only what is new.
+
+        Records still waiting for the disk (full, failing) are in the answer too, marked
+        `on_disk: false`: an operator looking at the log during the outage sees what was
+        done. They are copied before the file is read, so one written in between is
+        answered once (from the disk) and none falls between the two."""
+        with self._chain:
+            waiting = {r["seq"]: {**r, "on_disk": False} for r, _ in self._pending}
         newest: list[dict[str, Any]] = []
         for record in _newest_first(self.path):
             if record["seq"] <= since or (not since and len(newest) == limit):
                 break
             newest.append(record)
-        return newest[::-1][:limit]
+        on_disk = {r["seq"] for r in newest}
+        merged = newest[::-1] + [
+            r for seq, r in sorted(waiting.items()) if seq > since and seq not in on_disk
+        ]
+        return merged[-limit:] if not since else merged[:limit]
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, one last time; records the disk still refuses go to the

@@ -165,6 +165,11 @@ class AuditRecord(Answer):
     result: dict[str, Any]
     prev: str
     hash: str
+    on_disk: bool = Field(
+        default=True,
+        description="False while the record waits for the disk (full, failing): it is chained "
+        "and will be written before any later record.",
+    )
 
 
 class ActionRequest(Request):

@@ -57,9 +57,19 @@ def test_a_record_cut_short_by_a_full_disk_is_taken_back_and_written_whole_later
     assert path.read_bytes() == before, "a half record was left on disk"
     assert log.pending == 1
 
+    # Read back meanwhile: on disk the first, waiting the second, none missing.
+    assert [(r["seq"], r.get("on_disk", True)) for r in log.tail()] == [(1, True), (2, False)]
+    assert [r["seq"] for r in log.tail(since=1)] == [2]
+    assert [r["seq"] for r in log.tail(limit=1)] == [2]
+
     full_disk.free()
     log.append("bob", "restart", "web", {"reason": "again"}, {"ok": True})
     assert log.pending == 0
+    assert [(r["seq"], r.get("on_disk", True)) for r in log.tail()] == [
+        (1, True),
+        (2, True),
+        (3, True),
+    ]
     assert verify(path) == (3, None)
     assert [(r["seq"], r["actor"], r["action"]) for r in records(path)] == [
         (1, "alice", "restart"),
@@ -312,6 +322,11 @@ def test_a_full_disk_stops_neither_detection_nor_recovery_and_loses_no_audit_rec
     assert answer["ok"] is True
     assert "No space left on device" in answer["audit_error"]
     assert "audit record" in answer["message"] and "not on disk" in answer["message"]
+    # The log as the API reads it shows the record meanwhile, marked as not on disk.
+    waiting = [a for a in agent.get("/api/v1/audit") if a["seq"] == answer["audit_seq"]]
+    assert [(a["actor"], a["action"], a["on_disk"]) for a in waiting] == [
+        ("alice", "run_probe", False)
+    ]
 
     full_disk.free()
     wait_for(
