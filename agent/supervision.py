@@ -9,7 +9,7 @@ its detector and its check (and with it a read still hung on a dead mount).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,8 @@ from agent.subsystem import Core, Job, JobSet, ReloadError, Subsystem, Timing
 from agent.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from agent.failover.member import ServiceHealth
 
 
@@ -56,6 +58,11 @@ class Supervision(Subsystem):
         self._timings = _timings(cfg)
         self.supervisor = self._supervisor(cfg, None, {})
         self.actions = Actions(self.supervisor, core.journal)
+
+    def routers(self) -> Sequence[APIRouter]:
+        from agent.api.app import supervision_routers
+
+        return supervision_routers(self)
 
     def _supervisor(
         self, cfg: AgentConfig, previous: Supervisor | None, checks: dict[str, Probe]

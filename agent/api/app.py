@@ -18,19 +18,16 @@ from fastapi import APIRouter, FastAPI
 
 from agent import __version__
 from agent.api import audit, events, health, operations, probes, runbooks, services, status
-from agent.api.base import AgentView
+from agent.api.base import AgentView, SupervisionView
 from agent.api.gate import RequestGate
 from agent.api.problems import ERRORS, CatchAll, install_errors
 
 
 def core_routers(agent: AgentView) -> list[APIRouter]:
-    """Every agent's routes beyond health and metrics; a subsystem adds its own
-    (Subsystem.routers), and one that is not configured adds none."""
+    """The core's routes beyond health and metrics (status, events, audit, operations);
+    each subsystem adds its own (Subsystem.routers), and one not configured adds none."""
     return [
         status.router(agent),
-        probes.router(agent),
-        services.router(agent),
-        runbooks.router(agent),
         events.router(agent),
         audit.router(agent),
         operations.router(agent),
@@ -42,7 +39,17 @@ def every_router(agent: Any) -> list[APIRouter]:
     (OpenAPI, the fuzz test) and tests that build an app without a daemon."""
     from agent.failover.api import group_router, routing_router
 
-    return [routing_router(agent), group_router(agent), *core_routers(agent)]
+    return [
+        routing_router(agent),
+        group_router(agent),
+        *core_routers(agent),
+        *supervision_routers(agent),
+    ]
+
+
+def supervision_routers(supervision: SupervisionView) -> list[APIRouter]:
+    """The supervision subsystem's routes (Supervision.routers)."""
+    return [probes.router(supervision), services.router(supervision), runbooks.router(supervision)]
 
 
 def every_public_router(agent: Any) -> list[APIRouter]:

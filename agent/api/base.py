@@ -25,6 +25,16 @@ MAX_ID = 2**63 - 1
 NAME = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 
+class SupervisionView(Protocol):
+    """What the probes', services' and runbooks' routes read: the supervision subsystem
+    (agent/supervision.py), whose supervisor is replaced on reload, so read per request."""
+
+    @property
+    def supervisor(self) -> Supervisor: ...
+    @property
+    def actions(self) -> Actions: ...
+
+
 class AgentView(Protocol):
     """What the API reads of the running agent; the supervisor changes on reload, so routes
     read it from here on every request, never keep it."""

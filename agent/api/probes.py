@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from agent import config
 from agent.api.auth import Operator
-from agent.api.base import NAME, AgentView
+from agent.api.base import NAME, SupervisionView
 from agent.schema import ActionRequest, ActionResult, Plan, ProbeStatus
 
 
@@ -34,7 +34,7 @@ def probe_target(cfg: config.ProbeConfig) -> str:
     return cfg.kind
 
 
-def probe_status(agent: AgentView, recent_results: int = 20) -> list[ProbeStatus]:
+def probe_status(agent: SupervisionView, recent_results: int = 20) -> list[ProbeStatus]:
     out = []
     for name, r in agent.supervisor.probes.items():
         d = r.detector
@@ -60,7 +60,7 @@ def probe_status(agent: AgentView, recent_results: int = 20) -> list[ProbeStatus
     return out
 
 
-def router(agent: AgentView) -> APIRouter:
+def router(agent: SupervisionView) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/v1/probes", response_model=list[ProbeStatus])

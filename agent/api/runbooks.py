@@ -5,18 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from agent.api.auth import Operator
-from agent.api.base import NAME, AgentView
+from agent.api.base import NAME, SupervisionView
 from agent.schema import ActionRequest, ActionResult, Plan, Runbook
 
 
-def runbook_list(agent: AgentView) -> list[Runbook]:
+def runbook_list(agent: SupervisionView) -> list[Runbook]:
     return [
         Runbook(name=n, description=b.description, steps=[list(s.command) for s in b.steps])
         for n, b in agent.supervisor.config.runbooks.items()
     ]
 
 
-def router(agent: AgentView) -> APIRouter:
+def router(agent: SupervisionView) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/v1/runbooks", response_model=list[Runbook])

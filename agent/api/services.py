@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from agent.api.auth import Operator
-from agent.api.base import NAME, AgentView
+from agent.api.base import NAME, SupervisionView
 from agent.schema import ActionRequest, ActionResult, Plan, ServiceStatus
 
 
-def service_status(agent: AgentView) -> list[ServiceStatus]:
+def service_status(agent: SupervisionView) -> list[ServiceStatus]:
     return [
         ServiceStatus(
             name=name,
@@ -26,7 +26,7 @@ def service_status(agent: AgentView) -> list[ServiceStatus]:
     ]
 
 
-def router(agent: AgentView) -> APIRouter:
+def router(agent: SupervisionView) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/v1/services", response_model=list[ServiceStatus])
