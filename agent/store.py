@@ -173,6 +173,10 @@ class AttemptRow:
     duration: float
 
 
+#: How long a write on the event loop waits for another connection's lock, in ms.
+RUNTIME_BUSY_MS = 200
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +204,12 @@ class Store:
                 "UPDATE recovery_attempts SET result = 'interrupted',"
                 " detail = 'the agent stopped during this attempt' WHERE result = 'running'"
             )
+            # From here on every write is made on the event loop: waiting 5 s for a lock
+            # another process holds (an sqlite3 shell in a transaction) stalled the whole
+            # agent. A write that cannot have the lock within RUNTIME_BUSY_MS fails as on a
+            # full disk, and each writer keeps what it could not write and retries. The
+            # prune's own connection deletes in batches well inside this.
+            self.db.execute(f"PRAGMA busy_timeout={RUNTIME_BUSY_MS}")
         except BaseException as exc:
             self.db.close()
             if isinstance(exc, sqlite3.Error):
