@@ -280,11 +280,11 @@ class Agent:
             summary.update(plan.summary)
         self.config_loaded_at = time.time()
         self.metrics.config_reloads.labels("applied").inc()
-        added, removed, changed = (summary.get(k, []) for k in ("added", "removed", "changed"))
+        headline = "; ".join(plan.headline for plan in plans if plan.headline) or "no change"
         self.events.emit(
             "config_reloaded",
             "info",
-            f"config reloaded: probes +{len(added)} -{len(removed)} ~{len(changed)}"
+            f"config reloaded: {headline}"
             + (
                 f"; {', '.join(needs_restart)} changes take effect after a restart"
                 if needs_restart

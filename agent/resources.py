@@ -134,6 +134,7 @@ class _Reload:
     new: AgentConfig
     timing: Timing
     summary: dict[str, Any] = field(default_factory=dict)
+    headline: str = ""
 
     async def apply(self) -> None:
         self.owner.config, self.owner._timing = self.new, self.timing

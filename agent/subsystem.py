@@ -169,8 +169,13 @@ class JobSet:
 class Prepared(Protocol):
     """A subsystem's new config, built and checked, ready to replace the running one."""
 
-    #: What the reload changes, for the `config_reloaded` event (e.g. probes added).
+    #: What the reload changes, for the `config_reloaded` event's evidence (e.g. probes added).
     summary: dict[str, Any]
+
+    @property
+    def headline(self) -> str:
+        """The same in a few words for its message ("probes +1 -0 ~2"); empty says nothing."""
+        ...
 
     async def apply(self) -> None: ...
 
@@ -178,6 +183,7 @@ class Prepared(Protocol):
 @dataclass
 class Unchanged:
     summary: dict[str, Any] = field(default_factory=dict)
+    headline: str = ""
 
     async def apply(self) -> None:
         return None

@@ -162,6 +162,11 @@ class _Reload:
     timings: dict[str, Timing]
     summary: dict[str, Any]
 
+    @property
+    def headline(self) -> str:
+        added, removed, changed = (self.summary[k] for k in ("added", "removed", "changed"))
+        return f"probes +{len(added)} -{len(removed)} ~{len(changed)}"
+
     async def apply(self) -> None:
         s = self.owner
         previous = s.supervisor

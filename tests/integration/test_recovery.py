@@ -82,7 +82,8 @@ def test_gives_up_after_its_budget_and_resumes_when_service_returns(
 
     # A reload keeps the verdict without raising (and auditing) it a second time.
     agent.signal(signal.SIGHUP)
-    agent.wait_event("config_reloaded")
+    reloaded = agent.wait_event("config_reloaded")
+    assert reloaded["message"] == "config reloaded: probes +0 -0 ~0"
     wait_for(
         lambda: agent.service("web")["recovery"]["state"] == "gave_up", 10, "gave_up after reload"
     )
