@@ -80,6 +80,13 @@ class ProbeRunner:
                 outcome = Outcome(False, f"no answer within {self.cfg.timeout:g}s")
             except StillBlocked as exc:
                 outcome = Outcome(False, str(exc))
+            except asyncio.CancelledError:
+                if not self.closed:
+                    raise
+                # The agent is stopping (its supervisor closed this runner) and asyncio ends
+                # the runs still in flight: the scheduler would log each as a job's
+                # traceback. There is nothing to record; the command's group was ended.
+                return Sample(ts, False, time.monotonic() - started, "the agent stopped")
             except Exception as exc:  # a probe bug must not kill the scheduler job
                 outcome = Outcome(False, f"probe error: {type(exc).__name__}: {exc}")
             sample = Sample(
