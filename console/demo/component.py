@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -62,9 +63,36 @@ def wait_for(
         time.sleep(interval)
 
 
+def _ephemeral_range() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nothing listens on right now (the kernel's choice)."""
-    with socket.socket() as s:
+    """A TCP port nothing listens on right now, for a component to listen on next.
+
+    Chosen outside the kernel's ephemeral range: a port the kernel picked for us (bind to
+    0) is from the range it also gives outgoing connections, so between this call and the
+    component's bind a client socket could take it ("Address already in use", seen in CI).
+    A port is not handed out twice by one process."""
+    candidates = [p for p in range(20000, 32768) if p not in _EPHEMERAL and p not in _handed_out]
+    rng = random.Random()  # noqa: S311 - a port, not a secret
+    for port in rng.sample(candidates, min(200, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # a crowded machine: the kernel's choice, as before
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
