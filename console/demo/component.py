@@ -19,6 +19,7 @@ the tests nor textual, and the agent never imports it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -63,6 +64,7 @@ def wait_for(
         time.sleep(interval)
 
 
+@functools.cache
 def _ephemeral_range() -> range:
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
@@ -71,7 +73,6 @@ def _ephemeral_range() -> range:
         return range(32768, 61000)  # Linux's default
 
 
-_EPHEMERAL = _ephemeral_range()
 _handed_out: set[int] = set()
 
 
@@ -82,7 +83,8 @@ def free_port(host: str = LOOPBACK) -> int:
     0) is from the range it also gives outgoing connections, so between this call and the
     component's bind a client socket could take it ("Address already in use", seen in CI).
     A port is not handed out twice by one process."""
-    candidates = [p for p in range(20000, 32768) if p not in _EPHEMERAL and p not in _handed_out]
+    ephemeral = _ephemeral_range()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral and p not in _handed_out]
     rng = random.Random()  # noqa: S311 - a port, not a secret
     for port in rng.sample(candidates, min(200, len(candidates))):
         with socket.socket() as s:
