@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from prometheus_client import CollectorRegistry, Gauge
 
 from agent.blocking import Blocking, StillBlocked
 from agent.config import AgentConfig
@@ -62,6 +63,31 @@ def sample(configured: list[Path] | None) -> Resources:
     )
 
 
+class HostMetrics:
+    """The host's `hadeck_host_*` series, registered by the subsystem that samples them."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.cpu = Gauge("hadeck_host_cpu_usage_ratio", "Host CPU busy, 0 to 1.", registry=r)
+        self.load1 = Gauge("hadeck_host_load1", "Host 1-minute load average.", registry=r)
+        self.mem_used = Gauge("hadeck_host_memory_used_bytes", "Host memory in use.", registry=r)
+        self.mem_total = Gauge("hadeck_host_memory_total_bytes", "Host memory in all.", registry=r)
+        self.disk_free = Gauge(
+            "hadeck_host_disk_free_bytes", "Free bytes per mount.", ["mount"], registry=r
+        )
+        self.disk_size = Gauge(
+            "hadeck_host_disk_size_bytes", "Size in bytes per mount.", ["mount"], registry=r
+        )
+
+    def set(self, got: Resources) -> None:
+        self.cpu.set(got.cpu_ratio or 0.0)
+        self.load1.set(got.load1 or 0.0)
+        self.mem_used.set(got.memory_used_bytes or 0)
+        self.mem_total.set(got.memory_total_bytes or 0)
+        for d in got.disks:
+            self.disk_free.labels(d.mount).set(d.free_bytes)
+            self.disk_size.labels(d.mount).set(d.total_bytes)
+
+
 EMPTY = Resources(
     sampled_at=None,
     cpu_ratio=None,
@@ -83,6 +109,7 @@ class HostResources(Subsystem):
     def __init__(self, core: Core, cfg: AgentConfig) -> None:
         super().__init__(core, cfg)
         self.latest: Resources = EMPTY
+        self.metrics = HostMetrics(core.metrics.registry)
         self._sampling = Blocking()
         self.jobs = JobSet(core.scheduler, self.name, core.events)
         self._timing = _timing(cfg)
@@ -113,14 +140,7 @@ class HostResources(Subsystem):
             log.warning("host resources: %s", exc)
             return
         self.latest = got
-        m = self.core.metrics
-        m.cpu.set(got.cpu_ratio or 0.0)
-        m.load1.set(got.load1 or 0.0)
-        m.mem_used.set(got.memory_used_bytes or 0)
-        m.mem_total.set(got.memory_total_bytes or 0)
-        for d in got.disks:
-            m.disk_free.labels(d.mount).set(d.free_bytes)
-            m.disk_size.labels(d.mount).set(d.total_bytes)
+        self.metrics.set(got)
 
 
 def _timing(cfg: AgentConfig) -> Timing:

@@ -21,6 +21,7 @@ from agent.detector import State
 from agent.probes.base import Probe
 from agent.scheduler import every, in_seconds
 from agent.subsystem import Core, Job, JobSet, ReloadError, Subsystem, Timing
+from agent.supervision_metrics import SupervisionMetrics
 from agent.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Supervision(Subsystem):
         #: Called with a service's name whenever its state changes (HA groups listen).
         self.listeners: list[Callable[[str], None]] = []
         self.jobs = JobSet(core.scheduler, self.name, core.events)
+        self.metrics = SupervisionMetrics(core.metrics.registry)
         self._timings = _timings(cfg)
         self.supervisor = self._supervisor(cfg, None, {})
         self.actions = Actions(self.supervisor, core.journal)
@@ -68,7 +70,7 @@ class Supervision(Subsystem):
         self, cfg: AgentConfig, previous: Supervisor | None, checks: dict[str, Probe]
     ) -> Supervisor:
         c = self.core
-        sup = Supervisor(cfg, c.events, c.store, c.metrics, c.journal, previous, checks)
+        sup = Supervisor(cfg, c.events, c.store, self.metrics, c.journal, previous, checks)
         sup.listeners.append(self._service_changed)
         return sup
 
@@ -171,7 +173,7 @@ class _Reload:
         s = self.owner
         previous = s.supervisor
         await s.stop()
-        s.core.metrics.clear_states()
+        s.metrics.clear_states()
         s.config, s._timings = self.new, self.timings
         s.supervisor = s._supervisor(self.new, previous, self.checks)
         s.actions.supervisor = s.supervisor

@@ -20,11 +20,11 @@ from agent.config import AgentConfig, Service
 from agent.detector import FailureDetector, Sample, State
 from agent.events import EventLog
 from agent.journal import Journal
-from agent.metrics import STATES, Metrics
 from agent.probes.base import Probe
 from agent.probes.runner import ProbeRunner, evidence
 from agent.recovery.ladder import RecoveryLadder, ServiceView
 from agent.store import Store
+from agent.supervision_metrics import STATES, SupervisionMetrics
 
 
 def aggregate(states: list[State]) -> State:
@@ -55,7 +55,7 @@ class Supervisor:
         config: AgentConfig,
         events: EventLog,
         store: Store,
-        metrics: Metrics,
+        metrics: SupervisionMetrics,
         journal: Journal,
         previous: Supervisor | None = None,
         checks: Mapping[str, Probe] | None = None,

@@ -17,10 +17,10 @@ from agent.blocking import StillBlocked
 from agent.config import ProbeConfig
 from agent.detector import Change, FailureDetector, Sample, State
 from agent.events import EventLog
-from agent.metrics import STATES, Metrics
 from agent.probes.base import Outcome, Probe
 from agent.schema import ProbeResult
 from agent.store import Store
+from agent.supervision_metrics import STATES, SupervisionMetrics
 
 # Past its own timeout a check gets this long to end the work it started (kill a command).
 DEADLINE_MARGIN = 0.25
@@ -43,7 +43,7 @@ class ProbeRunner:
         cfg: ProbeConfig,
         events: EventLog,
         store: Store,
-        metrics: Metrics,
+        metrics: SupervisionMetrics,
         on_change: Callable[[ProbeRunner], None],
         detector: FailureDetector,
         check: Probe | None = None,

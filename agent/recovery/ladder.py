@@ -26,10 +26,10 @@ from agent.commands import CommandResult
 from agent.config import RecoveryPolicy
 from agent.events import EventLog, Throttled
 from agent.journal import Event, Journal
-from agent.metrics import RECOVERY_STATES, Metrics
 from agent.recovery.budget import AttemptBudget, backoff_delay, step_for
 from agent.schema import RecoveryAttempt, RecoveryStatus
 from agent.store import Store
+from agent.supervision_metrics import RECOVERY_STATES, SupervisionMetrics
 
 AUTOMATIC_ACTOR = "hadeck-agent"
 
@@ -54,7 +54,7 @@ class RecoveryLadder:
         view: ServiceView,
         events: EventLog,
         store: Store,
-        metrics: Metrics,
+        metrics: SupervisionMetrics,
         journal: Journal,
         gave_up_announced: bool = False,
     ) -> None:

@@ -14,6 +14,7 @@ from agent.journal import Journal
 from agent.metrics import Metrics
 from agent.recovery.ladder import RecoveryLadder, ServiceView
 from agent.store import Store
+from agent.supervision_metrics import SupervisionMetrics
 
 
 async def test_an_unexpected_error_in_an_attempt_does_not_end_the_episode(tmp_path: Path):
@@ -36,7 +37,9 @@ async def test_an_unexpected_error_in_an_attempt_does_not_end_the_episode(tmp_pa
         {"verify_window": "1s", "backoff": {"initial": "50ms", "max": "100ms"}}
     )
     view = ServiceView(is_up=lambda: up, blockers=list, run_step=run_step)
-    ladder = RecoveryLadder("web", policy, view, events, store, metrics, journal)
+    ladder = RecoveryLadder(
+        "web", policy, view, events, store, SupervisionMetrics(metrics.registry), journal
+    )
     ladder.service_down()
     await asyncio.sleep(0)  # the episode's first turn
     states = []
