@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -217,3 +218,16 @@ def test_metrics_follow_prometheus_naming(agent):
     assert names and all(n.startswith("hadeck_") for n in names), names
     assert 'hadeck_service_state{service="web",state="up"} 1.0' in text
     assert "hadeck_probe_duration_seconds_bucket" in text
+
+
+def test_each_subsystem_exports_its_series_and_an_unconfigured_one_none(agent):
+    """Supervision and host resources register their own series on the agent's registry;
+    HA groups are not configured here, so not one `hadeck_group_*` series exists."""
+    deadline = time.monotonic() + 10
+    while "hadeck_host_memory_total_bytes " not in (text := agent.text("/metrics")):
+        assert time.monotonic() < deadline, "no host sample exported within 10 s"
+        time.sleep(0.1)
+    assert 'hadeck_recovery_state{service="web",state="idle"} 1.0' in text
+    assert "hadeck_host_disk_free_bytes{mount=" in text
+    assert "hadeck_agent_config_reloads_total" in text
+    assert "hadeck_group_" not in text
