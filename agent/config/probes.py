@@ -84,10 +84,16 @@ class HttpProbe(ProbeBase):
                 raise ValueError(f"{name!r} is not a valid header name")
             if name.lower() in _FRAMING_HEADERS:
                 raise ValueError(f"header {name!r} is set by the probe itself")
-            if not text.isascii() or text != text.strip() or any(c in text for c in "\r\n\0"):
+            # A field value is visible ASCII, spaces and tabs (RFC 9110): no line break to
+            # split the request, no ESC to reach a terminal that shows the config.
+            if (
+                not text.isascii()
+                or text != text.strip()
+                or any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in text)
+            ):
                 raise ValueError(
-                    f"header {name!r}: a value must be ASCII, without line breaks or NUL, "
-                    "and not start or end with white space"
+                    f"header {name!r}: a value must be ASCII, without line breaks or other "
+                    "control characters, and not start or end with white space"
                 )
         return value
 

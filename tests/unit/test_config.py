@@ -122,6 +122,15 @@ def test_minimal_config_is_valid(tmp_path):
             "probes.w.headers: header 'X-Y': a value must be ASCII, without line breaks",
         ),
         (
+            # ESC and DEL are not field-value characters (RFC 9110), and ESC is a terminal's.
+            "probes:\n  w: {kind: http, url: 'http://h/', headers: {X-Y: \"a\\eb\"}}\n",
+            "probes.w.headers: header 'X-Y': a value must be ASCII, without line breaks",
+        ),
+        (
+            "probes:\n  w: {kind: http, url: 'http://h/', headers: {X-Y: \"a\\x7Fb\"}}\n",
+            "probes.w.headers: header 'X-Y': a value must be ASCII, without line breaks",
+        ),
+        (
             "probes:\n  w: {kind: command, command: []}\n",
             "probes.w.command: List should have at least 1 item",
         ),
