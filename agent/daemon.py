@@ -41,16 +41,23 @@ from agent.resources import HostResources
 from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
 from agent.store import Store
-from agent.subsystem import Core, Prepared, ReloadError, Subsystem
+from agent.subsystem import Core, OptionalSubsystem, Prepared, ReloadError, Subsystem
 from agent.supervision import Supervision
 
 if TYPE_CHECKING:
     from agent.actions import Actions
     from agent.failover.member import GroupMember
-    from agent.failover.subsystem import HaGroups
     from agent.supervisor import Supervisor
 
 log = logging.getLogger("hadeck.agent")
+
+#: The capabilities that run only where configured, in start order after the ones that
+#: always run (supervision, host resources).
+OPTIONAL = (
+    OptionalSubsystem(
+        "groups", "agent.failover.subsystem", ("groups", "lease_store"), lambda c: bool(c.groups)
+    ),
+)
 
 
 def load_token(cfg: AgentConfig) -> str:
@@ -111,17 +118,16 @@ class Agent:
         except ReloadError as exc:
             raise StartupError(f"{self.config_path}: {'; '.join(exc.problems)}") from None
         self.host = HostResources(self.core, cfg)
-        self.ha: HaGroups | None = None
-        if cfg.groups:
-            from agent.failover.subsystem import HaGroups
-
-            self.ha = HaGroups(self.core, cfg, self.supervision)
+        self._running: dict[str, Subsystem] = {"probes": self.supervision, "resources": self.host}
+        for optional in OPTIONAL:
+            if optional.wanted(cfg):
+                self._running[optional.name] = optional.build(self.core, cfg, self._running)
 
     @property
     def subsystems(self) -> Sequence[Subsystem]:
         """In start order; they stop in reverse (a primary hands over before its service's
         supervision stops)."""
-        return [s for s in (self.supervision, self.host, self.ha) if s is not None]
+        return list(self._running.values())
 
     # What the API reads (agent/api/app.py's AgentView).
     @property
@@ -162,7 +168,9 @@ class Agent:
 
     @property
     def groups(self) -> dict[str, GroupMember]:
-        return self.ha.members if self.ha is not None else {}
+        ha = self._running.get("groups")
+        members: dict[str, GroupMember] = getattr(ha, "members", {})
+        return members
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -266,8 +274,9 @@ class Agent:
             return
         old = self.config
         restart_sections = {s for sub in self.subsystems for s in sub.restart_sections}
-        if self.ha is None:  # a subsystem not running yet starts with the next start
-            restart_sections |= {"groups", "lease_store"}
+        for optional in OPTIONAL:  # one not running yet starts with the next start
+            if optional.name not in self._running:
+                restart_sections |= set(optional.sections)
         needs_restart = sorted(
             section
             for section in ("api", "agent", "audit", *sorted(restart_sections))

@@ -16,8 +16,9 @@ account of the config.
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,3 +222,22 @@ class Subsystem:
 
     def changed(self, new: AgentConfig) -> bool:
         return any(getattr(new, s) != getattr(self.config, s) for s in self.sections)
+
+
+@dataclass(frozen=True)
+class OptionalSubsystem:
+    """A capability that runs only where the config asks for it (HA groups; next backups
+    and releases): its module is imported only then, so a host without it pays nothing.
+
+    `module` defines `build(core, cfg, running)`, where `running` maps the name of each
+    subsystem built before it to the subsystem (HA groups follow supervision's services).
+    Its `sections` changing while it is not running take effect with the next start."""
+
+    name: str
+    module: str
+    sections: tuple[str, ...]
+    wanted: Callable[[AgentConfig], bool]
+
+    def build(self, core: Core, cfg: AgentConfig, running: Mapping[str, Subsystem]) -> Subsystem:
+        sub: Subsystem = importlib.import_module(self.module).build(core, cfg, running)
+        return sub

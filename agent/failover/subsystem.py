@@ -8,7 +8,7 @@ imported at all on a host without groups.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 from fastapi import APIRouter
@@ -39,6 +39,13 @@ def failover_after(cfg: AgentConfig, group: Group) -> float:
         return group.failover_after
     recovery = cfg.services[group.service].recovery
     return 0.0 if recovery is None else len(recovery.steps) * recovery.verify_window
+
+
+def build(core: Core, cfg: AgentConfig, running: Mapping[str, Subsystem]) -> HaGroups:
+    supervision = running["probes"]
+    if not isinstance(supervision, Supervision):
+        raise TypeError(f"HA groups need the supervision subsystem, not {supervision!r}")
+    return HaGroups(core, cfg, supervision)
 
 
 class HaGroups(Subsystem):

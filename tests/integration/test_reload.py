@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.agent import AgentProcess, DemoService, http_probe
@@ -107,3 +108,28 @@ def test_a_config_the_parser_chokes_on_is_rejected_cleanly(watched, demo_service
     log = agent.log()
     assert "Traceback" not in log and "never retrieved" not in log
     assert f"reload of {path} rejected" in log
+
+
+def test_groups_added_by_a_reload_wait_for_a_restart_and_say_so(watched, demo_service, tmp_path):
+    """HA groups are an optional subsystem: one not running is not started by a reload (a
+    lease must be taken at a start, with the fencing that goes with it), and the event says
+    so instead of leaving the operator to believe the group runs."""
+    agent = watched
+    agent.config["groups"] = {
+        "g": {
+            "service": "web",
+            "hooks": {
+                "promote": {"command": ["true"], "timeout": "1s"},
+                "demote": {"command": ["true"], "timeout": "1s"},
+            },
+        }
+    }
+    agent.config["lease_store"] = {"kind": "sqlite", "path": str(tmp_path / "leases.db")}
+    agent.write_config()
+    agent.signal(signal.SIGHUP)
+    event = agent.wait_event("config_reloaded")
+    assert event["evidence"]["needs_restart"] == ["groups", "lease_store"]
+    assert "groups, lease_store changes take effect after a restart" in event["message"]
+    assert agent.get("/api/v1/status")["groups"] == []
+    assert httpx.get(agent.url + "/api/v1/groups", timeout=10).status_code == 404
+    _still_running_the_old_config(agent, demo_service)
