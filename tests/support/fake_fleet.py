@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from agent.schema import (
     ActionResult,
+    AuditRecord,
     DiskUsage,
     Event,
     GroupActionResult,
@@ -217,6 +218,8 @@ class FakeTransport(Transport):
         self.name = name
         self.status = status
         self.events = events or []
+        #: What /api/v1/audit answers, newest last as an agent keeps them.
+        self.audit: list[AuditRecord] = []
         self.describe = f"fake://{name}"
         self.posts: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = []
         self.plans: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = []
@@ -307,7 +310,7 @@ class FakeTransport(Transport):
         if path.startswith("/api/v1/events"):
             return Response(200, json.dumps([e.model_dump() for e in self.events]).encode())
         if path.startswith("/api/v1/audit"):
-            return Response(200, b"[]")
+            return Response(200, json.dumps([r.model_dump() for r in self.audit]).encode())
         if path.startswith("/api/v1/groups/") and path.split("?")[0].endswith("/history"):
             return Response(200, json.dumps([h.model_dump() for h in HANDOVERS]).encode())
         return Response(404, b'{"error": "not found"}')

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from textual.widgets import Button, DataTable, Input, Static
 
-from agent.schema import GroupActionResult
+from agent.schema import AuditRecord, GroupActionResult
 from console import actions
 from console.inventory import Haproxy
 from console.palette import HadeckCommands
@@ -22,6 +22,7 @@ from console.screens.help import HelpScreen
 from console.screens.host import HostScreen
 from console.widgets.confirm import ConfirmAction
 from console.widgets.fleet_table import FleetTable
+from tests.support.fake_fleet import NOW
 from tests.tui.conftest import App, loaded, until
 
 
@@ -445,3 +446,54 @@ async def test_fleet_cursor_keys_and_mouse(make_app: Callable[..., App]) -> None
         assert table.cursor == 2
         await pilot.press("end")
         assert table.cursor == table.row_count - 1
+
+
+def _record(seq: int, ts: float, action: str, ok: bool, **params: str) -> AuditRecord:
+    return AuditRecord(
+        seq=seq,
+        ts=ts,
+        actor="alice@bastion",
+        action=action,
+        target="web",
+        params=params,
+        result={"ok": ok, "message": "exit 0" if ok else "exit 1"},
+        prev="0" * 64,
+        hash=f"{seq:064d}",
+    )
+
+
+async def test_audit_lists_every_hosts_records_newest_first_and_names_the_unreachable(
+    make_app: Callable[..., App],
+) -> None:
+    app, transports = make_app()
+    transports["web-02"].audit = [_record(1, NOW - 60, "restart", True, reason="stuck workers")]
+    transports["web-03"].audit = [_record(1, NOW - 30, "runbook", False)]
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        transports["db-04"].reachable = False
+        await pilot.press("a")
+        table = app.screen.query_one("#audit", DataTable)
+
+        def listed() -> bool:
+            """both records in the audit table"""
+            return table.row_count == 2
+
+        await until(pilot, listed)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(2)]
+        assert [r[1:6] for r in rows] == [
+            ["web-03", "alice@bastion", "runbook", "web", "failed"],
+            ["web-02", "alice@bastion", "restart", "web", "ok"],
+        ]
+        assert rows[0][6] == "exit 1"  # no reason given: the result's message
+        assert rows[1][6] == "stuck workers"
+        assert "1 hosts unreachable" in str(app.screen.query_one("TitleBar").render())
+        # A record made since is listed on reload (R), on top.
+        transports["web-02"].audit.append(_record(2, NOW, "restart", True))
+        await pilot.press("R")
+
+        def reloaded() -> bool:
+            """the new record listed"""
+            return table.row_count == 3
+
+        await until(pilot, reloaded)
+        assert str(table.get_row_at(0)[0]) != rows[0][0]
