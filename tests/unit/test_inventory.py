@@ -143,3 +143,25 @@ def test_values_that_would_reach_haproxy_or_the_terminal_raw_are_refused(tmp_pat
     ]
     lines = problems(write(tmp_path, hosts + "polling: {interval: 1.0e+15}\n"))
     assert lines == [f"{f}: polling.interval: a duration must be at most 365d (a year), got 1e+15s"]
+
+
+def test_the_console_refuses_to_start_on_a_bad_inventory_or_keymap_and_says_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 2 and the file's name before any terminal is taken over, so the operator sees
+    the mistake instead of a console that cannot reach anything."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user keymap
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert "give --inventory FILE, or try `hadeck demo`" in capsys.readouterr().err
+    broken = write(tmp_path, "hosts:\n  a: {}\n")
+    assert main(["--inventory", str(broken)]) == 2
+    assert capsys.readouterr().err.startswith(f"{broken}: hosts.a:")
+    ok = write(tmp_path, "hosts:\n  a: {local: {url: 'http://127.0.0.1:1'}}\n")
+    keymap = tmp_path / "keys.yaml"
+    keymap.write_text("- not a mapping\n")
+    assert main(["--inventory", str(ok), "--keymap", str(keymap)]) == 2
+    assert f"{keymap}" in capsys.readouterr().err
+    assert main(["--inventory", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
