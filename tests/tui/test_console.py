@@ -497,3 +497,24 @@ async def test_audit_lists_every_hosts_records_newest_first_and_names_the_unreac
 
         await until(pilot, reloaded)
         assert str(table.get_row_at(0)[0]) != rows[0][0]
+
+
+async def test_a_runbook_is_picked_from_the_hosts_list_then_confirmed(
+    make_app: Callable[..., App],
+) -> None:
+    from console.screens.pick import Pick
+
+    app, transports = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("enter", "b")
+        await until(pilot, lambda: isinstance(app.screen, Pick))
+        await pilot.press("escape")  # picked nothing: nothing asked, nothing sent
+        assert isinstance(app.screen, HostScreen)
+        await pilot.press("b")
+        await until(pilot, lambda: isinstance(app.screen, Pick))
+        await pilot.press("enter")  # the only runbook, highlighted
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAction))
+        assert isinstance(app.screen, ConfirmAction)
+        assert [p[0] for p in transports["web-03"].plans] == ["/api/v1/runbooks/flush-cache/run"]
+        assert transports["web-03"].posts == []
