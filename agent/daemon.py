@@ -40,7 +40,7 @@ from agent.operations import Operations
 from agent.resources import HostResources
 from agent.scheduler import LoopScheduler, every, in_seconds
 from agent.schema import Resources
-from agent.store import Store
+from agent.store import Store, StoreError
 from agent.subsystem import Core, OptionalSubsystem, Prepared, ReloadError, Subsystem
 from agent.supervision import Supervision
 
@@ -102,26 +102,33 @@ class Agent:
         metrics.info.info({"version": __version__, "host": cfg.agent.name})
         metrics.start_time.set(self.started_at)
         events = EventLog(store, metrics)
-        scheduler.job_runs = JobRuns(store)  # recorded jobs: last run and success, in the store
-        self.core = Core(
-            self.config_path,
-            events,
-            store,
-            audit,
-            metrics,
-            scheduler,
-            Operations(store, events),
-            Journal(audit, store, metrics, events),
-        )
+        # Subsystems register their tables as they are built: a table a newer agent wrote,
+        # or a migration that fails, stops the start with the file's name.
         try:
+            scheduler.job_runs = JobRuns(store)  # recorded jobs: last run and success
+            self.core = Core(
+                self.config_path,
+                events,
+                store,
+                audit,
+                metrics,
+                scheduler,
+                Operations(store, events),
+                Journal(audit, store, metrics, events),
+            )
             self.supervision = Supervision(self.core, cfg)
+            self.host = HostResources(self.core, cfg)
+            self._running: dict[str, Subsystem] = {
+                "probes": self.supervision,
+                "resources": self.host,
+            }
+            for optional in OPTIONAL:
+                if optional.wanted(cfg):
+                    self._running[optional.name] = optional.build(self.core, cfg, self._running)
         except ReloadError as exc:
             raise StartupError(f"{self.config_path}: {'; '.join(exc.problems)}") from None
-        self.host = HostResources(self.core, cfg)
-        self._running: dict[str, Subsystem] = {"probes": self.supervision, "resources": self.host}
-        for optional in OPTIONAL:
-            if optional.wanted(cfg):
-                self._running[optional.name] = optional.build(self.core, cfg, self._running)
+        except StoreError as exc:
+            raise StartupError(f"cannot use the state database: {exc}") from None
 
     @property
     def subsystems(self) -> Sequence[Subsystem]:
@@ -245,7 +252,7 @@ class Agent:
 
     async def _prune(self) -> None:
         r = self.config.retention
-        self.store.retain_history(r.events, r.probe_results, r.max_events, r.max_probe_results)
+        self.store.retain_history(r.events, r.max_events)
         await asyncio.to_thread(self.store.prune)
 
     # -- reload --------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The agent's state in SQLite (WAL): events, probe results, recovery attempts, actions,
-and the tables that subsystems register.
+"""The agent's state in SQLite (WAL): events and actions, and the tables that subsystems
+register (probe results and recovery attempts: supervision's; operations, job runs).
 
 One file under the state directory, so history survives agent restarts and a
 crash mid-write leaves the database consistent (each write is one transaction).
@@ -7,7 +7,9 @@ crash mid-write leaves the database consistent (each write is one transaction).
 Schema versions (docs/store.md). `PRAGMA user_version` is the version of the
 store's own schema, MIGRATIONS below: 1 is the schema of the first releases,
 which wrote no version, so a database at 0 that has those tables adopts 1 as it
-is; 2 adds `table_versions`. A table that a subsystem registers (`Table`)
+is; 2 adds `table_versions`. Version 1 also made the `probe_results` and
+`recovery_attempts` tables, which supervision now registers as its own (a
+registration adopts an existing table as it is). A table that a subsystem registers (`Table`)
 carries its own migrations and its version is a row of `table_versions`: a
 subsystem that is not configured, and so not imported, leaves no hole in anyone
 else's numbering. Each migration runs in one transaction with its version
@@ -18,18 +20,10 @@ newer one's rows mean.
 
 Retention is bounded by age and by row count, per table (`Retention`), and
 pruned periodically, on a connection of its own in small batches (`prune`).
-
-Probe results are the one buffered write: they are kept for up to
-RESULTS_FLUSH_DELAY (on the agent's tick, agent/ticks.py, so the write shares a
-wake-up with probe runs) and written together in one transaction. At dozens of
-probe runs a second, one commit per result was a tenth of the agent's CPU; a
-crash loses at most the last second and a quarter of results, never an event or
-an attempt.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
@@ -40,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.ticks import next_tick
 
 log = logging.getLogger("hadeck.store")
 
@@ -97,7 +90,8 @@ CREATE TABLE IF NOT EXISTS actions (
     "CREATE TABLE table_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL)",
 )
 
-HISTORY_TABLES = ("events", "probe_results", "recovery_attempts", "actions")
+#: The store's own tables (the others are registered).
+HISTORY_TABLES = ("events", "actions")
 
 
 class StoreError(OSError):
@@ -140,16 +134,6 @@ class Table:
             raise ValueError(f"table {self.name}: give at least the migration that creates it")
 
 
-RESULTS_FLUSH_DELAY = 1.0
-#: Results the disk refused, kept in memory (oldest dropped beyond this) until it takes
-#: writes again: about 10 minutes of 50 probes every 5 s.
-RESULTS_KEPT = 6000
-#: A refused flush is logged at most this often.
-COMPLAIN_EVERY = 60.0
-
-_ResultRow = tuple[str, float, int, float, str]
-
-
 @dataclass(frozen=True)
 class EventRow:
     id: int
@@ -162,17 +146,6 @@ class EventRow:
     evidence: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class AttemptRow:
-    id: int
-    service: str
-    ts: float
-    step: str
-    result: str
-    detail: str
-    duration: float
-
-
 #: How long a write on the event loop waits for another connection's lock, in ms.
 RUNTIME_BUSY_MS = 200
 
@@ -183,9 +156,7 @@ class Store:
         self.path = path
         self._tables: dict[str, Table] = {}
         self._retention: dict[str, Retention] = {}
-        self._results: list[_ResultRow] = []
-        self._results_flush: asyncio.TimerHandle | None = None
-        self._complained_at = -COMPLAIN_EVERY
+        self._before_close: list[Callable[[], None]] = []
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -199,11 +170,6 @@ class Store:
             self._migrate(
                 "the database's schema", MIGRATIONS, self.schema_version, self._set_schema_version
             )
-            # An attempt still `running` was cut short by a crash or kill of the agent.
-            self.db.execute(
-                "UPDATE recovery_attempts SET result = 'interrupted',"
-                " detail = 'the agent stopped during this attempt' WHERE result = 'running'"
-            )
             # From here on every write is made on the event loop: waiting 5 s for a lock
             # another process holds (an sqlite3 shell in a transaction) stalled the whole
             # agent. A write that cannot have the lock within RUNTIME_BUSY_MS fails as on a
@@ -216,8 +182,13 @@ class Store:
                 raise StoreError(f"{path}: {exc}") from None
             raise
 
+    def before_close(self, write: Callable[[], None]) -> None:
+        """`write` runs at close, before the file is: a subsystem's buffered rows."""
+        self._before_close.append(write)
+
     def close(self) -> None:
-        self.flush_results()
+        for write in self._before_close:
+            write()
         self.db.close()
 
     # -- schema ----------------------------------------------------------------
@@ -361,86 +332,6 @@ class Store:
             for r in rows
         ]
 
-    def add_probe_result(
-        self, probe: str, ts: float, ok: bool, latency: float, detail: str
-    ) -> None:
-        """Buffered (see the module's doc); outside an event loop, written at once."""
-        self._results.append((probe, ts, int(ok), latency, detail))
-        if self._results_flush is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush_results()
-            return
-        self._results_flush = loop.call_at(next_tick(loop, RESULTS_FLUSH_DELAY), self.flush_results)
-
-    def flush_results(self) -> None:
-        if self._results_flush is not None:
-            self._results_flush.cancel()
-            self._results_flush = None
-        if not self._results:
-            return
-        rows, self._results = self._results, []
-        try:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany(
-                    "INSERT INTO probe_results (probe, ts, ok, latency, detail)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-        except sqlite3.Error as exc:
-            # Called from a loop callback too: never raise there. A full or failing disk
-            # keeps the rows for the next flush (the next result arms one); detection goes
-            # on from memory either way.
-            self._results = (rows + self._results)[-RESULTS_KEPT:]
-            now = time.monotonic()
-            if now - self._complained_at >= COMPLAIN_EVERY:
-                self._complained_at = now
-                log.warning(
-                    "cannot write probe results to %s: %s; %d kept in memory until it can",
-                    self.path,
-                    exc,
-                    len(self._results),
-                )
-
-    def probe_results(self, probe: str, limit: int = 50) -> list[tuple[float, bool, float, str]]:
-        """The newest `limit` results of `probe`, oldest first, those still in memory too."""
-        self.flush_results()
-        rows = self.db.execute(
-            "SELECT ts, ok, latency, detail FROM probe_results WHERE probe = ?"
-            " ORDER BY id DESC LIMIT ?",
-            (probe, limit),
-        ).fetchall()
-        pending = [(ts, ok, lat, d) for p, ts, ok, lat, d in self._results if p == probe]
-        return [(ts, bool(ok), lat, d) for ts, ok, lat, d in [*reversed(rows), *pending]][-limit:]
-
-    def add_attempt(
-        self, service: str, ts: float, step: str, result: str, detail: str, duration: float
-    ) -> int:
-        cur = self.db.execute(
-            "INSERT INTO recovery_attempts (service, ts, step, result, detail, duration)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (service, ts, step, result, detail, duration),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    def finish_attempt(self, attempt_id: int, result: str, detail: str, duration: float) -> None:
-        self.db.execute(
-            "UPDATE recovery_attempts SET result = ?, detail = ?, duration = ? WHERE id = ?",
-            (result, detail, duration, attempt_id),
-        )
-
-    def attempts(self, service: str, since_ts: float = 0.0, limit: int = 50) -> list[AttemptRow]:
-        rows = self.db.execute(
-            "SELECT id, service, ts, step, result, detail, duration FROM recovery_attempts"
-            " WHERE service = ? AND ts >= ? ORDER BY id DESC LIMIT ?",
-            (service, since_ts, limit),
-        ).fetchall()
-        return [AttemptRow(*r) for r in reversed(rows)]
-
     def add_action(
         self,
         ts: float,
@@ -469,14 +360,10 @@ class Store:
         else:
             self._retention[table] = retention
 
-    def retain_history(
-        self, events_age: float, results_age: float, max_events: int, max_results: int
-    ) -> None:
+    def retain_history(self, events_age: float, max_events: int) -> None:
         """The retention of the store's own tables, from the config's `retention` section:
-        recovery attempts and actions are kept as long as events."""
+        actions are kept as long as events."""
         self.retain("events", Retention(events_age, max_events))
-        self.retain("probe_results", Retention(results_age, max_results))
-        self.retain("recovery_attempts", Retention(events_age))
         self.retain("actions", Retention(events_age))
 
     def prune(self, now: float | None = None) -> None:

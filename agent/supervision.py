@@ -19,6 +19,8 @@ from agent.actions import Actions
 from agent.config import AgentConfig
 from agent.detector import State
 from agent.probes.base import Probe
+from agent.probes.results import ProbeResults
+from agent.recovery.attempts import RecoveryAttempts
 from agent.scheduler import every, in_seconds
 from agent.subsystem import Core, Job, JobSet, ReloadError, Subsystem, Timing
 from agent.supervision_metrics import SupervisionMetrics
@@ -57,6 +59,9 @@ class Supervision(Subsystem):
         self.listeners: list[Callable[[str], None]] = []
         self.jobs = JobSet(core.scheduler, self.name, core.events)
         self.metrics = SupervisionMetrics(core.metrics.registry)
+        self.results = ProbeResults(core.store)
+        self.attempts = RecoveryAttempts(core.store)
+        self._retain(cfg)
         self._timings = _timings(cfg)
         self.supervisor = self._supervisor(cfg, None, {})
         self.actions = Actions(self.supervisor, core.journal)
@@ -70,9 +75,17 @@ class Supervision(Subsystem):
         self, cfg: AgentConfig, previous: Supervisor | None, checks: dict[str, Probe]
     ) -> Supervisor:
         c = self.core
-        sup = Supervisor(cfg, c.events, c.store, self.metrics, c.journal, previous, checks)
+        sup = Supervisor(
+            cfg, c.events, self.results, self.attempts, self.metrics, c.journal, previous, checks
+        )
         sup.listeners.append(self._service_changed)
         return sup
+
+    def _retain(self, cfg: AgentConfig) -> None:
+        """From the `retention` section: attempts are kept as long as events."""
+        r = cfg.retention
+        self.results.retain(r.probe_results, r.max_probe_results)
+        self.attempts.retain(r.events)
 
     def _service_changed(self, service: str) -> None:
         for listener in self.listeners:
@@ -175,6 +188,7 @@ class _Reload:
         await s.stop()
         s.metrics.clear_states()
         s.config, s._timings = self.new, self.timings
+        s._retain(self.new)
         s.supervisor = s._supervisor(self.new, previous, self.checks)
         s.actions.supervisor = s.supervisor
         s.start()

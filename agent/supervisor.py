@@ -21,9 +21,10 @@ from agent.detector import FailureDetector, Sample, State
 from agent.events import EventLog
 from agent.journal import Journal
 from agent.probes.base import Probe
+from agent.probes.results import ProbeResults
 from agent.probes.runner import ProbeRunner, evidence
+from agent.recovery.attempts import RecoveryAttempts
 from agent.recovery.ladder import RecoveryLadder, ServiceView
-from agent.store import Store
 from agent.supervision_metrics import STATES, SupervisionMetrics
 
 
@@ -54,7 +55,8 @@ class Supervisor:
         self,
         config: AgentConfig,
         events: EventLog,
-        store: Store,
+        results: ProbeResults,
+        attempts: RecoveryAttempts,
         metrics: SupervisionMetrics,
         journal: Journal,
         previous: Supervisor | None = None,
@@ -62,7 +64,7 @@ class Supervisor:
     ) -> None:
         """`checks`: prebuilt checks by probe name (a reload builds them before it stops
         the old supervisor); an unchanged probe keeps its previous check."""
-        self.config, self.events, self.store, self.metrics = config, events, store, metrics
+        self.config, self.events, self.metrics = config, events, metrics
         #: Called with a service's name whenever its state changes (HA groups listen).
         self.listeners: list[Callable[[str], None]] = []
         self.probes: dict[str, ProbeRunner] = {}
@@ -76,9 +78,9 @@ class Supervisor:
                 flap = pcfg.flap
                 detector = FailureDetector(pcfg.fall, pcfg.rise, flap.window, flap.changes)
                 if previous is None:
-                    _restore_history(detector, store, name)
+                    _restore_history(detector, results, name)
             self.probes[name] = ProbeRunner(
-                name, pcfg, events, store, metrics, self._probe_changed, detector, check
+                name, pcfg, events, results, metrics, self._probe_changed, detector, check
             )
         self.services: dict[str, ServiceRuntime] = {}
         for name, scfg in config.services.items():
@@ -95,7 +97,7 @@ class Supervisor:
                         run_step=partial(self.run_step, svc),
                     ),
                     events,
-                    store,
+                    attempts,
                     metrics,
                     journal,
                     # A reload must not announce (and audit) a give-up that was already raised.
@@ -192,11 +194,11 @@ def _gave_up(previous: Supervisor | None, service: str) -> bool:
     return old is not None and old.ladder is not None and old.ladder.gave_up_announced
 
 
-def _restore_history(detector: FailureDetector, store: Store, probe: str) -> None:
+def _restore_history(detector: FailureDetector, results: ProbeResults, probe: str) -> None:
     """After an agent restart, the recent results on screen are the ones before it.
 
     Only the history: the state starts `unknown` and is learnt again from new
     runs, since the service may have changed while the agent was away.
     """
-    rows = store.probe_results(probe, limit=detector.history.maxlen or 32)
+    rows = results.recent(probe, limit=detector.history.maxlen or 32)
     detector.history.extend(Sample(ts, ok, latency, detail) for ts, ok, latency, detail in rows)

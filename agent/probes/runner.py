@@ -1,4 +1,4 @@
-"""Runs one probe: deadline, result into store and metrics, then through its failure detector.
+"""Runs one probe: deadline, result into the history and metrics, then through its failure detector.
 
 A run can never delay another probe: every check is a coroutine with its own
 deadline, blocking work happens in threads, and a per-probe lock means a run
@@ -18,8 +18,8 @@ from agent.config import ProbeConfig
 from agent.detector import Change, FailureDetector, Sample, State
 from agent.events import EventLog
 from agent.probes.base import Outcome, Probe
+from agent.probes.results import ProbeResults
 from agent.schema import ProbeResult
-from agent.store import Store
 from agent.supervision_metrics import STATES, SupervisionMetrics
 
 # Past its own timeout a check gets this long to end the work it started (kill a command).
@@ -42,7 +42,7 @@ class ProbeRunner:
         name: str,
         cfg: ProbeConfig,
         events: EventLog,
-        store: Store,
+        results: ProbeResults,
         metrics: SupervisionMetrics,
         on_change: Callable[[ProbeRunner], None],
         detector: FailureDetector,
@@ -53,7 +53,7 @@ class ProbeRunner:
         # still hang on a dead mount (agent/blocking.py), so no second one is started.
         self.check = check or probes.build(cfg)
         self.detector = detector
-        self.events, self.store, self.metrics = events, store, metrics
+        self.events, self.results, self.metrics = events, results, metrics
         self.on_change = on_change
         self.services: list[str] = []
         self._lock = asyncio.Lock()
@@ -94,7 +94,7 @@ class ProbeRunner:
             )
             if self.closed:
                 return sample
-            self.store.add_probe_result(self.name, ts, sample.ok, sample.latency, sample.detail)
+            self.results.add(self.name, ts, sample.ok, sample.latency, sample.detail)
             self._duration.observe(sample.latency)
             # A probe that cannot run here (systemd in a container) is not a failing service:
             # counting it as one would fire every failure-rate alert.

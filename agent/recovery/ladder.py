@@ -26,9 +26,9 @@ from agent.commands import CommandResult
 from agent.config import RecoveryPolicy
 from agent.events import EventLog, Throttled
 from agent.journal import Event, Journal
+from agent.recovery.attempts import RecoveryAttempts
 from agent.recovery.budget import AttemptBudget, backoff_delay, step_for
 from agent.schema import RecoveryAttempt, RecoveryStatus
-from agent.store import Store
 from agent.supervision_metrics import RECOVERY_STATES, SupervisionMetrics
 
 AUTOMATIC_ACTOR = "hadeck-agent"
@@ -53,7 +53,7 @@ class RecoveryLadder:
         policy: RecoveryPolicy,
         view: ServiceView,
         events: EventLog,
-        store: Store,
+        attempts: RecoveryAttempts,
         metrics: SupervisionMetrics,
         journal: Journal,
         gave_up_announced: bool = False,
@@ -61,9 +61,9 @@ class RecoveryLadder:
         self.service, self.policy, self.view = service, policy, view
         #: A give-up event is out and the service has not come back since; survives a reload.
         self.gave_up_announced = gave_up_announced
-        self.events, self.store, self.metrics, self.journal = events, store, metrics, journal
+        self.events, self.attempts, self.metrics, self.journal = events, attempts, metrics, journal
         since = time.time() - policy.window
-        self.budget = AttemptBudget.of(policy, (a.ts for a in store.attempts(service, since, 1000)))
+        self.budget = AttemptBudget.of(policy, (a.ts for a in attempts.of(service, since, 1000)))
         self.state, self.reason = "idle", ""
         self.next_attempt_at: float | None = None
         self._wake = asyncio.Event()
@@ -163,7 +163,7 @@ class RecoveryLadder:
         self.budget.record(started)
         self._set("recovering", f"attempt {attempt}: {step}")
         try:
-            attempt_id: int | None = self.store.add_attempt(
+            attempt_id: int | None = self.attempts.add(
                 self.service, started, step, "running", "", 0.0
             )
         except sqlite3.Error as exc:  # the history misses it; the attempt goes on
@@ -199,7 +199,7 @@ class RecoveryLadder:
         result = "recovered" if recovered else "failed"
         if attempt_id is not None:
             try:
-                self.store.finish_attempt(attempt_id, result, detail, duration)
+                self.attempts.finish(attempt_id, result, detail, duration)
             except sqlite3.Error as exc:
                 _store_failed(logging.WARNING, "recovery: attempt result not stored: %s", exc)
         self.metrics.recovery_attempts.labels(self.service, step, result).inc()
@@ -284,7 +284,7 @@ class RecoveryLadder:
                 detail=a.detail,
                 duration_seconds=round(a.duration, 3),
             )
-            for a in self.store.attempts(self.service, limit=limit)
+            for a in self.attempts.of(self.service, limit=limit)
         ]
 
     def status(self) -> RecoveryStatus:

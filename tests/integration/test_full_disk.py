@@ -23,6 +23,7 @@ from agent.audit import AuditLog, read, verify
 from agent.events import EventLog
 from agent.metrics import Metrics
 from agent.operations import Operation, Operations
+from agent.probes.results import ProbeResults
 from agent.store import Store
 from tests.support.agent import AgentProcess, DemoService, http_probe, restartable
 from tests.support.fullfs import SmallFilesystem, small_filesystem
@@ -193,29 +194,28 @@ async def test_probe_results_the_disk_refuses_are_kept_and_written_once_it_frees
     """The results buffer is flushed from a loop callback: a full disk must neither raise
     there (a traceback per flush, the rows dropped) nor make reading the history fail."""
     store = Store(full_disk.path / "state.db")
-    store.add_probe_result("web", 1.0, True, 0.01, "200 OK")
-    store.flush_results()
+    results = ProbeResults(store)
+    results.add("web", 1.0, True, 0.01, "200 OK")
+    results.flush()
     full_disk.fill()
     loop_errors: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
     with caplog.at_level(logging.WARNING, logger="hadeck.store"):
         for n in range(200):
-            store.add_probe_result("web", 2.0 + n, n % 2 == 0, 0.01, "x" * 2000)
+            results.add("web", 2.0 + n, n % 2 == 0, 0.01, "x" * 2000)
             await asyncio.sleep(0)
         deadline = time.monotonic() + 10
-        while store._results_flush is not None and time.monotonic() < deadline:
+        while results.flush_pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # the scheduled flush has run (and failed)
-        history = store.probe_results("web", limit=300)  # the history still reads
+        history = results.recent("web", limit=300)  # the history still reads
     assert loop_errors == [], loop_errors
     assert len(history) == 201 and history[-1][0] == 201.0  # newest kept in memory too
     complaints = [r for r in caplog.records if "probe results" in r.getMessage()]
     assert 1 <= len(complaints) <= 2, [r.getMessage() for r in complaints]
 
     full_disk.free()
-    store.flush_results()
-    assert [r[0] for r in store.probe_results("web", limit=300)] == [1.0] + [
-        2.0 + n for n in range(200)
-    ]
+    results.flush()
+    assert [r[0] for r in results.recent("web", limit=300)] == [1.0] + [2.0 + n for n in range(200)]
     store.close()
 
 

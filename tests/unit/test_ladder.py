@@ -12,6 +12,7 @@ from agent.config import RecoveryPolicy
 from agent.events import EventLog
 from agent.journal import Journal
 from agent.metrics import Metrics
+from agent.recovery.attempts import RecoveryAttempts
 from agent.recovery.ladder import RecoveryLadder, ServiceView
 from agent.store import Store
 from agent.supervision_metrics import SupervisionMetrics
@@ -38,7 +39,13 @@ async def test_an_unexpected_error_in_an_attempt_does_not_end_the_episode(tmp_pa
     )
     view = ServiceView(is_up=lambda: up, blockers=list, run_step=run_step)
     ladder = RecoveryLadder(
-        "web", policy, view, events, store, SupervisionMetrics(metrics.registry), journal
+        "web",
+        policy,
+        view,
+        events,
+        RecoveryAttempts(store),
+        SupervisionMetrics(metrics.registry),
+        journal,
     )
     ladder.service_down()
     await asyncio.sleep(0)  # the episode's first turn

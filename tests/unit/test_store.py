@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.probes.results import RESULTS_FLUSH_DELAY, ProbeResults
+from agent.recovery.attempts import RecoveryAttempts
 from agent.store import (
     MIGRATIONS,
-    RESULTS_FLUSH_DELAY,
     Retention,
     Store,
     StoreError,
@@ -38,19 +39,22 @@ def test_events_survive_reopen_and_cursor_paging(tmp_path):
 
 def test_prune_bounds_by_age_and_by_count(tmp_path):
     store = Store(tmp_path / "state.db")
+    results, attempts = ProbeResults(store), RecoveryAttempts(store)
     for i in range(200):
         store.add_event(float(i), "k", "info", "m", None, None, {})
-        store.add_probe_result("p", float(i), True, 0.1, "ok")
-    store.add_attempt("svc", 1.0, "restart", "failed", "x", 0.5)
+        results.add("p", float(i), True, 0.1, "ok")
+    attempts.add("svc", 1.0, "restart", "failed", "x", 0.5)
     store.add_action(1.0, "ops", "restart", "svc", True, "", 0.1)
     store.add_action(199.0, "ops", "restart", "svc", True, "", 0.1)
-    store.retain_history(events_age=150, results_age=50, max_events=100, max_results=1000)
+    store.retain_history(events_age=150, max_events=100)
+    results.retain(max_age=50, max_rows=1000)
+    attempts.retain(max_age=150)
     store.prune(now=200.0)
     events = store.events(limit=1000)
     assert len(events) == 100 and events[0].ts == 100.0  # the count bound wins here
-    results = store.probe_results("p", limit=1000)
-    assert len(results) == 50 and results[0][0] == 150.0  # the age bound wins here
-    assert store.attempts("svc") == []
+    kept = results.recent("p", limit=1000)
+    assert len(kept) == 50 and kept[0][0] == 150.0  # the age bound wins here
+    assert attempts.of("svc") == []
     assert store.db.execute("SELECT ts FROM actions").fetchall() == [(199.0,)]
 
 
@@ -61,18 +65,19 @@ def test_wal_mode(tmp_path):
 
 async def test_probe_results_reach_the_file_soon_and_all_on_close(tmp_path):
     store = Store(tmp_path / "state.db")
+    results = ProbeResults(store)
     reader = sqlite3.connect(tmp_path / "state.db")
 
     def on_disk() -> int:
         return int(reader.execute("SELECT COUNT(*) FROM probe_results").fetchone()[0])
 
     for i in range(30):
-        store.add_probe_result("p", float(i), i % 2 == 0, 0.01, "ok")
+        results.add("p", float(i), i % 2 == 0, 0.01, "ok")
     deadline = time.monotonic() + RESULTS_FLUSH_DELAY + 5
     while on_disk() < 30:
         assert time.monotonic() < deadline, f"only {on_disk()} of 30 results written"
         await asyncio.sleep(0.05)
-    store.add_probe_result("p", 30.0, True, 0.01, "last")
+    results.add("p", 30.0, True, 0.01, "last")
     store.close()  # a clean stop writes what is still buffered
     assert on_disk() == 31
     assert reader.execute("SELECT detail FROM probe_results ORDER BY id DESC").fetchone() == (
@@ -83,7 +88,8 @@ async def test_probe_results_reach_the_file_soon_and_all_on_close(tmp_path):
 async def test_results_flush_while_a_prune_runs_in_a_worker_thread(tmp_path):
     # The agent prunes in a worker thread while the loop goes on writing.
     store = Store(tmp_path / "state.db")
-    store.retain_history(events_age=1e9, results_age=1e9, max_events=10**6, max_results=10**6)
+    results = ProbeResults(store)
+    results.retain(max_age=1e9, max_rows=10**6)
     stop = threading.Event()
 
     def prune_until_stopped() -> int:
@@ -96,8 +102,8 @@ async def test_results_flush_while_a_prune_runs_in_a_worker_thread(tmp_path):
     pruner = asyncio.get_running_loop().run_in_executor(None, prune_until_stopped)
     try:
         for _ in range(300):
-            store.add_probe_result("p", time.time(), True, 0.01, "ok")  # kept by retention
-            store.flush_results()  # from the loop: must not fail while the prune runs
+            results.add("p", time.time(), True, 0.01, "ok")  # kept by retention
+            results.flush()  # from the loop: must not fail while the prune runs
             await asyncio.sleep(0)
     finally:
         stop.set()
@@ -214,8 +220,8 @@ def test_a_database_of_every_earlier_version_opens_at_the_newest_with_its_data(t
     assert store.schema_version() == len(MIGRATIONS)
     [event] = store.events()
     assert (event.kind, event.service, event.evidence) == ("service_down", "web", {"n": 1})
-    assert store.probe_results("web-http") == [(11.0, False, 0.5, "HTTP 503")]
-    [attempt] = store.attempts("web")
+    assert ProbeResults(store).recent("web-http") == [(11.0, False, 0.5, "HTTP 503")]
+    [attempt] = RecoveryAttempts(store).of("web")
     assert (attempt.step, attempt.result) == ("restart", "interrupted")
     assert store.db.execute("SELECT actor, ok, duration FROM actions").fetchall() == [
         ("ops", 1, 1.5)
