@@ -256,6 +256,11 @@ class GroupStatus(Answer):
     request: dict[str, Any] | None = Field(description="A pending switchover or failover.")
     members: list[GroupMemberStatus]
     last_handover: HandoverRecord | None
+    failsafe: str | None = Field(
+        default=None,
+        description="Failsafe mode, where it is on and doing something: this primary holds "
+        "on by it, or this standby promised not to take the lease, or why not.",
+    )
 
 
 class GroupActionRequest(Request):

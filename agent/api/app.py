@@ -53,9 +53,9 @@ def supervision_routers(supervision: SupervisionView) -> list[APIRouter]:
 
 
 def every_public_router(agent: Any) -> list[APIRouter]:
-    from agent.failover.api import routing_router
+    from agent.failover.api import failsafe_router, routing_router
 
-    return [routing_router(agent)]
+    return [routing_router(agent), failsafe_router(agent)]
 
 
 def _assemble(
@@ -76,7 +76,8 @@ def _assemble(
 
 def build_public(agent: AgentView, routers: Sequence[APIRouter] | None = None) -> FastAPI:
     """The listener that may face the network: health, metrics and `routers`, which must
-    be read-only (default: the HA groups' routing endpoints). No OpenAPI document."""
+    be read-only (default: the HA groups' routing endpoints) but for the failsafe
+    heartbeat, which takes no body and checks the group's secret. No OpenAPI document."""
     app = FastAPI(
         title="hadeck-agent (public, read-only)",
         version=__version__,

@@ -135,7 +135,13 @@ class AgentConfig(Strict):
         problems = [
             *probes.references(self.probes),
             *services.references(self.services, self.runbooks, self.probes),
-            *groups.references(self.groups, self.lease_store, self.services, self.agent.name),
+            *groups.references(
+                self.groups,
+                self.lease_store,
+                self.services,
+                self.agent.name,
+                self.api.public_listen,
+            ),
         ]
         if problems:
             raise ReferenceErrors(problems)

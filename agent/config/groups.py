@@ -19,6 +19,7 @@ from agent.config.base import (
     Issue,
     Name,
     PositiveDuration,
+    Secret,
     Strict,
     check_address,
     check_names,
@@ -67,6 +68,18 @@ class RoutingFence(Strict):
     timeout: PositiveDuration = 1.0
 
 
+class FailsafeSection(Strict):
+    """Failsafe mode (docs/failover.md): with the lease store unreachable, the primary keeps
+    its role for as long as every other member it last saw acknowledges it, each promising
+    not to take the lease for a ttl. Every member of the group needs the same section."""
+
+    #: Shared by every member of the group: a heartbeat without it is refused, so nobody
+    #: else on the network can hold back a failover by posting heartbeats.
+    secret: Secret
+    #: Each heartbeat round's limit; default half of loop_wait.
+    timeout: PositiveDuration | None = None
+
+
 class Group(Strict):
     """This host's membership in an HA group: one primary among its members, never two.
 
@@ -91,6 +104,14 @@ class Group(Strict):
     watchdog: WatchdogSection | None = None
     #: HAProxies a new primary takes the old primary out of (`maint`) before it promotes.
     haproxy: list[RoutingFence] = Field(default_factory=list)
+    #: Off by default: an unreachable lease store then demotes the primary at its deadline.
+    failsafe: FailsafeSection | None = None
+
+    @property
+    def failsafe_timeout(self) -> float | None:
+        if self.failsafe is None:
+            return None
+        return self.failsafe.timeout or self.loop_wait / 2
 
     @property
     def watchdog_timeout(self) -> int | None:
@@ -128,6 +149,24 @@ class Group(Strict):
                     "renew and still fire before the lease can expire elsewhere",
                 )
             )
+        if self.failsafe is not None:
+            if self.address is None:
+                problems.append(
+                    (
+                        ("failsafe",),
+                        "failsafe mode needs this member's `address`: the primary sends its "
+                        "heartbeats to every other member's public listener",
+                    )
+                )
+            timeout = self.failsafe_timeout or 0.0
+            if timeout >= self.loop_wait:
+                problems.append(
+                    (
+                        ("failsafe", "timeout"),
+                        f"{timeout:g}s is not shorter than loop_wait ({self.loop_wait:g}s): a "
+                        "heartbeat round must end within one loop",
+                    )
+                )
         if problems:
             raise ReferenceErrors(problems)
         return self
@@ -169,8 +208,10 @@ def references(
     lease_store: LeaseStoreSection,
     services: dict[str, Service],
     agent_name: str,
+    public_listen: str | None = None,
 ) -> list[Issue]:
-    """Names, each group's service, and each group's ttl against its loop and the store."""
+    """Names, each group's service, each group's ttl against its loop and the store, and a
+    public listener where failsafe heartbeats must arrive."""
     problems = check_names("groups", groups)
     for gname, group in groups.items():
         if group.member is None and not NAME.fullmatch(agent_name):
@@ -193,6 +234,14 @@ def references(
                     f"ttl ({group.ttl:g}s) must be at least 3 x loop_wait + lease_store.timeout"
                     f" ({floor:g}s): one loop to renew, one for a renewal that times out, "
                     "one to demote before the lease can expire elsewhere",
+                )
+            )
+        if group.failsafe is not None and public_listen is None:
+            problems.append(
+                (
+                    ("groups", gname, "failsafe"),
+                    "failsafe mode needs api.public_listen: the other members' heartbeats "
+                    "arrive on the public listener",
                 )
             )
     return problems

@@ -1,17 +1,19 @@
 """HA groups over HTTP: the routing endpoints HAProxy checks, and the group operations.
 
-The routing router is safe for the public listener (reads, no token); the operations
-router belongs on the loopback API only.
+The routing router is safe for the public listener (reads, no token), and so is the
+failsafe router: its one POST changes nothing but a promise not to take the lease, takes
+no body, and needs the group's failsafe secret. The operations router belongs on the
+loopback API only.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from agent.api.auth import Operator
+from agent.api.auth import Operator, token_matches
 from agent.api.base import NAME
 from agent.api.errors import ApiError
 from agent.api.problems import problem
@@ -75,6 +77,33 @@ def routing_router(agent: GroupsView) -> APIRouter:
         """200 on a healthy standby."""
         m = agent.groups.get(group)
         return answer(group, m is not None and m.is_replica())
+
+    return r
+
+
+def failsafe_router(agent: GroupsView) -> APIRouter:
+    """Heartbeats of a primary cut off from the lease store (agent/failover/failsafe.py)."""
+    r = APIRouter()
+
+    @r.post("/groups/{group}/failsafe", tags=["routing"], responses={401: {}, 404: {}, 409: {}})
+    async def heartbeat(
+        group: NAME,
+        member: Annotated[str, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")],
+        token: Annotated[int, Query(ge=0, le=2**63 - 1)],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """200 and a promise not to take the lease for a ttl, or 409 and why not."""
+        m = agent.groups.get(group)
+        if m is None or m.failsafe_secret is None:
+            return problem(404, f"no group {group!r} in failsafe mode on this host")
+        if not token_matches(authorization, m.failsafe_secret):
+            return problem(401, "a heartbeat needs the group's failsafe secret")
+        why = m.accept_heartbeat(member, token)
+        if why is not None:
+            return problem(409, why)
+        return JSONResponse(
+            {"group": group, "member": m.member, "accepted": True, "promise": m.cfg.ttl}
+        )
 
     return r
 

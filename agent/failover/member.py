@@ -41,7 +41,7 @@ from typing import Any
 from agent import clock, commands
 from agent.config import CommandStep, Group
 from agent.events import EventLog
-from agent.failover import routing_fence
+from agent.failover import failsafe, routing_fence
 from agent.failover.fencing import Fencing
 from agent.failover.lease import (
     Handover,
@@ -116,6 +116,7 @@ class GroupMember:
         failover_after: float,
         metrics: GroupMetrics,
         state_dir: Path | None = None,
+        failsafe_secret: str | None = None,
     ) -> None:
         self.group, self.cfg, self.member = group, cfg, member
         self.store, self.events, self.journal = store, events, journal
@@ -174,6 +175,21 @@ class GroupMember:
             if Fencing.wanted(cfg)
             else None
         )
+        #: Failsafe mode (failsafe.py): the primary's heartbeats, the members it last saw
+        #: (as written to the store by the primary, read by the others), the promise this
+        #: member gave, and since when (boot clock) this primary holds on by failsafe alone.
+        self.heartbeats = (
+            failsafe.Heartbeats(group, member, failsafe_secret, cfg.failsafe_timeout or 1.0)
+            if cfg.failsafe is not None and failsafe_secret is not None
+            else None
+        )
+        self.failsafe_secret = failsafe_secret if self.heartbeats is not None else None
+        self.topology: dict[str, str | None] | None = None
+        self.promise: failsafe.Promise | None = None
+        self.failsafe_since: float | None = None
+        self._failsafe_refused: str | None = None
+        #: An acquisition is in flight: a heartbeat arriving now is refused.
+        self._acquiring = False
 
     # -- what the routing endpoints answer ------------------------------------
 
@@ -213,6 +229,8 @@ class GroupMember:
             self._following.cancel()
         if self.fencing is not None:
             await self.fencing.stop()  # still holding (a failed demote): it fences, then ends
+        if self.heartbeats is not None:
+            await self.heartbeats.close()
         if self._records:  # what the journal has not finished yet, a little while
             await asyncio.wait(self._records, timeout=AUDIT_WAIT)
 
@@ -343,6 +361,21 @@ class GroupMember:
         self.request = req if req is not None and self.fresh(req) else None
         await self.store.publish(self.group, self._record(), self.cfg.ttl)
         self.members = await self.store.members(self.group)
+        if self.heartbeats is not None:
+            await self._read_topology()
+
+    async def _read_topology(self) -> None:
+        """The primary writes the members it sees (when that changes); the others read it."""
+        if self.role in (Role.PRIMARY, Role.PROMOTING):
+            seen = {m.member: m.address for m in self.members}
+            seen[self.member] = self.cfg.address
+            if seen != self.topology:
+                await self.store.set_flag(self.group, failsafe.FLAG, failsafe.encode_topology(seen))
+                self.topology = seen
+            return
+        self.topology = failsafe.parse_topology(
+            await self.store.get_flag(self.group, failsafe.FLAG)
+        )
 
     def _record(self) -> MemberRecord:
         h = self.health()
@@ -357,6 +390,66 @@ class GroupMember:
             updated_at=time.time(),
         )
 
+    def _failsafe_gate(self) -> str | None:
+        """Why failsafe mode forbids this member to take the key now, forced or not."""
+        if self.cfg.failsafe is None:
+            return None
+        if self.promise is not None and (left := self.promise.left()) > 0:
+            return (
+                f"promised {self.promise.holder} (failsafe mode) not to take the lease "
+                f"for {left:.1f}s more"
+            )
+        if self.topology is not None and self.member not in self.topology:
+            return "not in the failsafe topology the last primary wrote"
+        return None
+
+    def failsafe_state(self) -> str | None:
+        """Failsafe mode in a few words for the group's status; None when off or idle."""
+        if self.heartbeats is None:
+            return None
+        if self.failsafe_since is not None:
+            lasted = clock.now() - self.failsafe_since
+            return f"primary by failsafe mode for {lasted:.1f}s: the lease store does not answer"
+        if self._failsafe_refused is not None:
+            return f"failsafe mode refused: {self._failsafe_refused}"
+        if self.role is Role.PRIMARY and self.topology is not None:
+            others = sorted(m for m in self.topology if m != self.member)
+            return (
+                "on: should the lease store stop answering, this primary stays while "
+                + (", ".join(others) or "nobody else")
+                + " acknowledge it"
+            )
+        return self._failsafe_gate()
+
+    def accept_heartbeat(self, sender: str, token: int) -> str | None:
+        """A primary cut off from the store asks this member to let it keep its role (the
+        public listener's POST /groups/<g>/failsafe): None and a promise, or why not."""
+        why = failsafe.refusal(
+            member=self.member,
+            sender=sender,
+            token=token,
+            holds_or_takes=self.role in (Role.PRIMARY, Role.PROMOTING)
+            or self.lease is not None
+            or self._acquiring,
+            leader=self.known_leader,
+        )
+        if why is not None:
+            return why
+        promise = failsafe.Promise(sender, token, clock.now() + self.cfg.ttl)
+        old = self.promise
+        if old is None or old.left() == 0 or (old.holder, old.token) != (sender, token):
+            self.events.emit(
+                "group_failsafe_promised",
+                "warning",
+                f"group {self.group}: {sender} (token {token}) cannot reach the lease store "
+                f"and keeps its role in failsafe mode; {self.member} takes no lease while "
+                "its heartbeats go on",
+                service=self.cfg.service,
+                evidence={"group": self.group, "holder": sender, "token": token},
+            )
+        self.promise = promise
+        return None
+
     def _ineligible(self, h: ServiceHealth) -> str | None:
         if not h.up:
             return f"service {self.cfg.service} is not up" + (f": {h.detail}" if h.detail else "")
@@ -366,7 +459,7 @@ class GroupMember:
             return f"lag {self.lag:g} exceeds max_lag {self.cfg.max_lag:g}"
         if self._following is not None:
             return "the follow hook is running"
-        return None
+        return self._failsafe_gate()
 
     def _store_failed(self, exc: LeaseStoreError) -> None:
         if self.store_error is None:
@@ -404,19 +497,41 @@ class GroupMember:
         if clock.now() >= self.valid_until:
             await self._demote(
                 "the lease could not be renewed before it could expire elsewhere",
-                {"renew_failures": self.renew_failures, "store_error": self.store_error},
+                {
+                    "renew_failures": self.renew_failures,
+                    "store_error": self.store_error,
+                    **({"failsafe": self._failsafe_refused} if self._failsafe_refused else {}),
+                },
                 release=False,
             )
             return
         started = clock.now()
+        heartbeat = self.heartbeats is not None and self.role is Role.PRIMARY
+        # Once a store request has failed (a renewal, or a read after one), heartbeats go
+        # out beside the next renewal, not after it: a renewal into a black hole takes the
+        # store's whole timeout, which would leave the round past the deadline it is meant
+        # to move (with ttl at its floor, 3 x loop_wait + the store's timeout).
+        beside = (
+            asyncio.create_task(self._failsafe_round(started), name=f"failsafe:{self.group}")
+            if heartbeat and (self.renew_failures or self.store_error is not None)
+            else None
+        )
         try:
             renewed = await self.store.renew(self.lease, self.cfg.ttl)
         except LeaseStoreError as exc:
             self.renew_failures += 1
             self.metrics.renew_failures.labels(self.group).inc()
             self._store_failed(exc)
+            if heartbeat:
+                await (beside or self._failsafe_round(started))
             return  # still valid until the deadline; the loop wakes there
+        if beside is not None:
+            beside.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beside
         self._store_ok()
+        if not renewed and self.failsafe_since is not None and await self._take_back(started):
+            return
         if not renewed:
             await self._demote(
                 "the lease is gone or belongs to another acquisition",
@@ -437,6 +552,8 @@ class GroupMember:
         self.valid_until = started + self.cfg.ttl - self.safety
         if self.fencing is not None:
             self.fencing.hold(self.valid_until, started + self.cfg.ttl)
+        if self.failsafe_since is not None:
+            self._failsafe_ended("the lease store answers again and the lease was renewed")
         try:
             await self._read_group()
             self.known_leader = await self.store.leader(self.group)
@@ -490,6 +607,87 @@ class GroupMember:
                 {"request": req.__dict__},
                 release=True,
             )
+
+    async def _failsafe_round(self, started: float) -> None:
+        """The store did not answer the renewal started at `started`: ask every other member
+        of the topology to let this primary go on (failsafe.py). All accept: valid until
+        `started + ttl - safety`, which every promise outlasts. Any refusal: the deadline
+        stays, and the loop steps down there."""
+        assert self.heartbeats is not None and self.lease is not None
+        topology = self.topology
+        if topology is None or self.member not in topology:
+            refused = {"": "no failsafe topology was written while the store answered"}
+        else:
+            peers = {m: a for m, a in topology.items() if m != self.member}
+            answers = await self.heartbeats.round(peers, self.lease.token)
+            refused = {m: why for m, why in answers.items() if why is not None}
+        if refused:
+            summary = "; ".join(f"{m}: {why}" if m else why for m, why in sorted(refused.items()))
+            if summary != self._failsafe_refused:
+                self.events.emit(
+                    "group_failsafe_refused",
+                    "critical",
+                    f"group {self.group}: lease store unreachable and failsafe mode cannot "
+                    f"keep {self.member} primary ({summary}); it steps down in "
+                    f"{max(0.0, self.valid_until - clock.now()):.1f}s unless a renewal succeeds",
+                    service=self.cfg.service,
+                    evidence={"group": self.group, "refused": refused},
+                )
+            self._failsafe_refused = summary
+            return
+        if clock.now() >= self.valid_until:
+            return  # the round ended past the deadline: the fencing process may have fenced
+        self._failsafe_refused = None
+        self.valid_until = max(self.valid_until, started + self.cfg.ttl - self.safety)
+        if self.fencing is not None:
+            self.fencing.hold(self.valid_until, started + self.cfg.ttl)
+        self.metrics.failsafe.labels(self.group).set(1.0)
+        if self.failsafe_since is None:
+            self.failsafe_since = clock.now()
+            others = sorted(m for m in topology or {} if m != self.member)
+            self.events.emit(
+                "group_failsafe_active",
+                "critical",
+                f"group {self.group}: lease store unreachable; {self.member} stays primary in "
+                "failsafe mode: every other member acknowledged it ("
+                + (", ".join(others) or "none in the group")
+                + ")",
+                service=self.cfg.service,
+                evidence={"group": self.group, "members": others, "error": self.store_error},
+            )
+
+    async def _take_back(self, started: float) -> bool:
+        """Back in touch after failsafe mode, this primary's lease had run out: take the key
+        again (every member promised not to). False when another acquisition holds it."""
+        try:
+            lease = await self.store.acquire(self.group, self.member, self.cfg.ttl)
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
+            return True  # still valid until the deadline; the loop tries again
+        if lease is None:
+            return False
+        old, self.lease = self.lease, lease
+        self.valid_until = started + self.cfg.ttl - self.safety
+        if self.fencing is not None:
+            self.fencing.hold(self.valid_until, started + self.cfg.ttl)
+        self._failsafe_ended(
+            f"the lease store answers again; the lease had run out and was taken again "
+            f"(token {old.token if old else '?'} -> {lease.token})"
+        )
+        return True
+
+    def _failsafe_ended(self, how: str) -> None:
+        assert self.failsafe_since is not None
+        lasted = clock.now() - self.failsafe_since
+        self.failsafe_since, self._failsafe_refused = None, None
+        self.metrics.failsafe.labels(self.group).set(0.0)
+        self.events.emit(
+            "group_failsafe_ended",
+            "info",
+            f"group {self.group}: {self.member} leaves failsafe mode after {lasted:.1f}s: {how}",
+            service=self.cfg.service,
+            evidence={"group": self.group, "lasted": round(lasted, 3)},
+        )
 
     async def _standby_step(self) -> None:
         if self.role is Role.DEMOTING:
@@ -558,12 +756,17 @@ class GroupMember:
             except LeaseStoreError as exc:
                 self._store_failed(exc)
                 return
+        if self._failsafe_gate() is not None:
+            return  # forced or not; checked with nothing awaited before the flag below
         started = clock.now()
+        self._acquiring = True
         try:
             lease = await self.store.acquire(self.group, self.member, self.cfg.ttl)
         except LeaseStoreError as exc:
             self._store_failed(exc)
             return
+        finally:
+            self._acquiring = False
         if lease is None:
             return  # another standby won the race
         self.lease, self.role = lease, Role.PROMOTING
@@ -849,6 +1052,8 @@ class GroupMember:
         self.role = Role.DEMOTING
         self._fenced_out = None
         self.valid_until = 0.0
+        self.failsafe_since, self._failsafe_refused = None, None
+        self.metrics.failsafe.labels(self.group).set(0.0)
         if self._hook is not None:
             self._hook.cancel()
             try:

@@ -41,6 +41,14 @@ class GroupMetrics:
             registry=r,
         )
 
+        self.failsafe = Gauge(
+            "hadeck_group_failsafe",
+            "1 while this primary keeps its role by failsafe mode alone (lease store "
+            "unreachable, every other member acknowledging it).",
+            ["group"],
+            registry=r,
+        )
+
     def set_role(self, group: str, member: str, role: str) -> None:
         for state in ROLES:
             self.role.labels(group, member, state).set(1.0 if state == role else 0.0)

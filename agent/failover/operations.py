@@ -65,6 +65,7 @@ def status(m: GroupMember, store_name: str) -> GroupStatus:
         request=m.request.__dict__ if m.request else None,
         members=[_member(r) for r in m.members],
         last_handover=handover_record(m.last_handover) if m.last_handover else None,
+        failsafe=m.failsafe_state(),
     )
 
 

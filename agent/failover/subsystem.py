@@ -13,12 +13,12 @@ from functools import partial
 
 from fastapi import APIRouter
 
-from agent.config import AgentConfig, Group
+from agent.config import AgentConfig, Group, read_secret
 from agent.failover.lease import LeaseStore
 from agent.failover.member import GroupMember
 from agent.failover.metrics import GroupMetrics
 from agent.failover.operations import GroupOperations
-from agent.subsystem import Core, Subsystem
+from agent.subsystem import Core, ReloadError, Subsystem
 from agent.supervision import Supervision
 
 
@@ -41,6 +41,31 @@ def failover_after(cfg: AgentConfig, group: Group) -> float:
     return 0.0 if recovery is None else len(recovery.steps) * recovery.verify_window
 
 
+#: A failsafe secret any shorter is refused at start (as the API token is).
+MIN_SECRET = 16
+
+
+def failsafe_secrets(cfg: AgentConfig) -> dict[str, str]:
+    """Each failsafe group's shared secret, read at start; a ReloadError names the field."""
+    secrets, problems = {}, []
+    for name, group in cfg.groups.items():
+        if group.failsafe is None:
+            continue
+        where = f"groups.{name}.failsafe.secret"
+        try:
+            secret = read_secret(group.failsafe.secret)
+        except (OSError, KeyError, UnicodeDecodeError) as exc:
+            problems.append(f"{where}: cannot read it: {exc}")
+            continue
+        if len(secret) < MIN_SECRET:
+            problems.append(f"{where}: shorter than {MIN_SECRET} characters")
+            continue
+        secrets[name] = secret
+    if problems:
+        raise ReloadError(problems)
+    return secrets
+
+
 def build(core: Core, cfg: AgentConfig, running: Mapping[str, Subsystem]) -> HaGroups:
     supervision = running["probes"]
     if not isinstance(supervision, Supervision):
@@ -57,6 +82,7 @@ class HaGroups(Subsystem):
         super().__init__(core, cfg)
         self.lease_store = open_lease_store(cfg)
         self.metrics = GroupMetrics(core.metrics.registry)
+        secrets = failsafe_secrets(cfg)
         self.members: dict[str, GroupMember] = {
             name: GroupMember(
                 name,
@@ -69,6 +95,7 @@ class HaGroups(Subsystem):
                 failover_after(cfg, group),
                 self.metrics,
                 cfg.agent.state_dir,
+                secrets.get(name),
             )
             for name, group in cfg.groups.items()
         }
@@ -96,9 +123,9 @@ class HaGroups(Subsystem):
         return [routing_router(self), group_router(self)]
 
     def public_routers(self) -> Sequence[APIRouter]:
-        from agent.failover.api import routing_router
+        from agent.failover.api import failsafe_router, routing_router
 
-        return [routing_router(self)]
+        return [routing_router(self), failsafe_router(self)]
 
     def start(self) -> None:
         for member in self.members.values():

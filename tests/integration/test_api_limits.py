@@ -53,8 +53,15 @@ def head(method: str, path: str, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length, read from a raw socket."""
+def read_response(
+    sock: socket.socket, timeout: float = 10, reset_after_head: bool = False
+) -> tuple[int, dict[str, str], bytes | None]:
+    """One HTTP/1.1 response with a Content-Length, read from a raw socket.
+
+    `reset_after_head`: the client was still sending when the agent answered and closed, so
+    the kernel may answer the bytes it never read with a reset that destroys the rest of
+    the answer in flight (any HTTP server that stops reading does this); the body is then
+    None, and the status line and headers are what the client got."""
     sock.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -65,11 +72,17 @@ def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[s
     status_line, *header_lines = raw_head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
     length = int(headers.get("content-length", "0"))
+    status = int(status_line.split()[1])
     while len(body) < length:
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            if not reset_after_head:
+                raise
+            return status, headers, None
         assert chunk, "connection closed in the middle of the response body"
         body += chunk
-    return int(status_line.split()[1]), headers, body[:length]
+    return status, headers, body[:length]
 
 
 def problem(body: bytes) -> dict[str, Any]:
@@ -163,9 +176,9 @@ def test_a_chunked_body_is_cut_with_413_when_it_passes_the_limit(agent):
                 except OSError:  # the agent closed; its answer is in our receive buffer
                     break
         sock.setblocking(True)
-        status, headers, body = read_response(sock)
+        status, headers, body = read_response(sock, reset_after_head=True)
     assert status == 413, (status, body)
-    assert "1 MiB" in problem(body)["error"]
+    assert body is None or "1 MiB" in problem(body)["error"]
     assert headers.get("connection") == "close"
     assert sent < 16 * MiB, f"the agent read {sent} bytes before answering"
     assert rss(agent) - before < 10 * MiB

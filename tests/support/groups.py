@@ -38,9 +38,12 @@ def member_config(
     fence: bool | list[str] = False,
     watchdog: Path | None = None,
     haproxy: list[dict[str, Any]] | None = None,
+    address: str | None = None,
+    failsafe: Path | None = None,
 ) -> dict[str, Any]:
     """`fence=True`: a fence hook that writes `fenced <wall time>` to the role file (or the
-    argv given); `watchdog`: the device path (tests/support/watchdog.py's stand-in)."""
+    argv given); `watchdog`: the device path (tests/support/watchdog.py's stand-in);
+    `failsafe`: the group's secret file, failsafe mode on (it needs `address`)."""
     role = d / "role"
     svc: dict[str, Any] = {"probes": ["db"]}
     if recovery:
@@ -73,6 +76,10 @@ def member_config(
         group["watchdog"] = {"device": str(watchdog)}
     if haproxy:
         group["haproxy"] = haproxy
+    if address is not None:
+        group["address"] = address
+    if failsafe is not None:
+        group["failsafe"] = {"secret": {"file": str(failsafe)}}
     return {
         "agent": {"name": name},
         "lease_store": store,

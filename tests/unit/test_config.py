@@ -596,3 +596,26 @@ def test_control_characters_never_reach_the_terminal_raw(tmp_path: Path) -> None
         assert proc.returncode == 2 and b"Traceback" not in out, out
         assert b"\x1b" not in out and b"\x07" not in out, out
         assert b"\\x1b" in out or b"\\ud800" in out, out
+
+
+FAILSAFE = ", address: '10.0.0.1:9441', failsafe: {secret: {file: /etc/hadeck/pg.secret}%s}"
+PUBLIC = "api: {public_listen: '0.0.0.0:9441'}\n"
+
+
+def test_failsafe_mode_needs_an_address_a_public_listener_and_a_round_inside_a_loop(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "agent.yaml"
+    f.write_text(group(FAILSAFE % "", before=PUBLIC))
+    pg = load(f).groups["pg"]
+    assert pg.failsafe is not None and pg.failsafe_timeout == 0.5  # half of loop_wait
+    assert problems_of(tmp_path, group(FAILSAFE % "")) == [
+        "groups.pg.failsafe: failsafe mode needs api.public_listen: the other members' "
+        "heartbeats arrive on the public listener"
+    ]
+    (line,) = problems_of(tmp_path, group(", failsafe: {secret: {env: S}}", before=PUBLIC))
+    assert line.startswith("groups.pg.failsafe: failsafe mode needs this member's `address`")
+    (line,) = problems_of(tmp_path, group(FAILSAFE % ", timeout: 1s", before=PUBLIC))
+    assert line.startswith("groups.pg.failsafe.timeout: 1s is not shorter than loop_wait (1s)")
+    lines = problems_of(tmp_path, group(", address: 'h:1', failsafe: {secret: s3cr3t}"))
+    assert any(line.startswith("groups.pg.failsafe.secret: ") for line in lines), lines
