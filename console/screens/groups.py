@@ -132,6 +132,8 @@ class GroupsScreen(HadeckScreen):
                 out.append(f"  (as last reported by {v.reported_by})", style=warn)
             if v.status.store_error:
                 out.append(f"\n  lease store: {v.status.store_error}", style=bad)
+            if v.status.failsafe:  # the reporting member's own words (docs/failover.md)
+                out.append(f"\n  failsafe: {v.status.failsafe}", style=warn)
             if v.request:
                 r = v.request
                 out.append(

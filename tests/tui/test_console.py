@@ -255,6 +255,24 @@ async def test_groups_screen_lists_members_primary_first(make_app: Callable[...,
         assert isinstance(app.screen, GroupsScreen)
 
 
+async def test_groups_screen_shows_what_failsafe_mode_is_doing(
+    make_app: Callable[..., App],
+) -> None:
+    """The agent's own words: a primary holding on by failsafe mode with the store away."""
+    app, transports = make_app()
+    t = transports["db-01"]  # the leader: its report is the group's
+    (gs,) = t.status.groups
+    held = "primary by failsafe mode for 4.2s: the lease store does not answer"
+    gs = gs.model_copy(update={"failsafe": held, "store_error": "etcd renew: no answer"})
+    t.status = t.status.model_copy(update={"groups": [gs]})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g")
+        summary = str(app.screen.query_one("#group-summary", Static).render())
+        assert "lease store: etcd renew: no answer" in summary
+        assert f"failsafe: {held}" in summary
+
+
 async def test_switchover_shows_the_target_and_sends_it_to_the_rows_agent(
     make_app: Callable[..., App],
 ) -> None:
