@@ -29,12 +29,20 @@ writes, the fault is undone (agent thawed or restarted, proxy healed) and the gr
 settles (every standby streaming from the primary) before the next. At the end, every
 acknowledged number must be on the last primary: each one missing is a lost write.
 
+Per fault, also: the acknowledged writes missing on the new primary (with synchronous
+replication there must be none; `--replication async --max-lag BYTES` measures what
+asynchronous replication loses against its limit, hadeck only), and hadeck's handover
+steps from the promotion's record (detect, wait, acquire, route, promote), so the time
+to writable again can be told apart into what the agents did and what came after
+(HAProxy's check, a synchronous standby following). `--kinds` runs some kinds only.
+
 `--systems hadeck,patroni` runs the same faults against Patroni (benchmarks/_patroni.py:
 the same servers' settings, etcd through the same proxies, HAProxy on Patroni's
 `/primary`, the same ttl, loop_wait 2 s), one system after the other; freeze-agent then
 freezes Patroni, kill-host kills Patroni and its server.
 
     .venv/bin/python benchmarks/postgresql.py [--faults 13] [--systems hadeck,patroni]
+        [--kinds kill-host,...] [--replication async --max-lag 1048576]
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,6 +88,18 @@ class Agent(Protocol):
 NAMES = ["m1", "m2", "m3"]
 KINDS = ["kill-postgres", "freeze-agent", "partition", "kill-host"]
 SETTLE = 120.0
+STEPS = ["detect", "wait", "acquire", "route", "promote"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every system in one run shares."""
+
+    ttl: int = 20
+    kinds: tuple[str, ...] = tuple(KINDS)
+    synchronous: bool = True
+    #: Bytes a standby may lag and still be promoted (hadeck's max_lag).
+    max_lag: int = 0
 
 
 class Bench:
@@ -86,10 +107,10 @@ class Bench:
 
     system = ""
 
-    def __init__(self, root: Path, ttl: int) -> None:
-        self.root, self.ttl = root, ttl
+    def __init__(self, root: Path, setup: Setup) -> None:
+        self.root, self.setup, self.ttl = root, setup, setup.ttl
         self.etcd = EtcdServer(root / "etcd")
-        self.cluster = PgCluster(NAMES, synchronous=True)
+        self.cluster = PgCluster(NAMES, synchronous=setup.synchronous)
         self.proxies: dict[str, BlackHoleProxy] = {}
         self.haproxy: HaproxyProcess | None = None
         self.port = 0
@@ -172,6 +193,10 @@ class Bench:
 
         return check
 
+    def steps(self, member: str) -> dict[str, float] | None:
+        """The handover steps of `member`'s latest promotion, where the system records them."""
+        return None
+
     def settled(self) -> str | None:
         """The primary, once every other member streams from it."""
         p = self.primary()
@@ -189,8 +214,8 @@ class HadeckBench(Bench):
 
     system = "hadeck"
 
-    def __init__(self, root: Path, ttl: int) -> None:
-        super().__init__(root, ttl)
+    def __init__(self, root: Path, setup: Setup) -> None:
+        super().__init__(root, setup)
         self.agents: dict[str, AgentProcess] = {}
 
     def start(self) -> None:
@@ -201,7 +226,14 @@ class HadeckBench(Bench):
             store = {"kind": "etcd", "endpoints": [self.proxies[name].url], "timeout": "1s"}
             d = self.root / name
             d.mkdir()
-            cfg = pg_member_config(name, self.cluster, store, priority=100 - i, ttl=f"{self.ttl}s")
+            cfg = pg_member_config(
+                name,
+                self.cluster,
+                store,
+                priority=100 - i,
+                ttl=f"{self.ttl}s",
+                max_lag=self.setup.max_lag,
+            )
             cfg["agent"]["log_level"] = "info"
             self.agents[name] = AgentProcess(d, cfg)
         self._route("/groups/pg/primary", {n: a.public_port for n, a in self.agents.items()})
@@ -222,6 +254,13 @@ class HadeckBench(Bench):
     def agent(self, member: str) -> Agent:
         return self.agents[member]
 
+    def steps(self, member: str) -> dict[str, float] | None:
+        try:
+            promoted = self.agents[member].events("group_promoted")
+        except (httpx.HTTPError, ComponentError):
+            return None
+        return promoted[-1]["evidence"].get("steps") if promoted else None
+
     def host_pids(self, member: str) -> list[int]:
         return fencer_pids(self.agents[member]) + super().host_pids(member)
 
@@ -231,8 +270,8 @@ class PatroniBench(Bench):
 
     system = "patroni"
 
-    def __init__(self, root: Path, ttl: int) -> None:
-        super().__init__(root, ttl)
+    def __init__(self, root: Path, setup: Setup) -> None:
+        super().__init__(root, setup)
         self.members: dict[str, _patroni.PatroniMember] = {}
         self.client = httpx.Client(timeout=0.5, trust_env=False)
 
@@ -313,12 +352,13 @@ def after(writer: Writer, at: float) -> Callable[[], float | None]:
     return lambda: writer.writable_again(at)
 
 
-def measure(system: str, faults: int, ttl: int) -> dict[str, Any]:
+def measure(system: str, faults: int, setup: Setup) -> dict[str, Any]:
     """One system's run. A fault it does not recover from within SETTLE ends its run: the
     figures so far are kept, with what it was waiting for (`stuck`)."""
     root = Path(tempfile.mkdtemp(prefix=f"hadeck-bench-pg-{system}-"))
-    b = SYSTEMS[system](root, ttl)
-    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    b = SYSTEMS[system](root, setup)
+    times: dict[str, list[float]] = {k: [] for k in setup.kinds}
+    per_fault: list[dict[str, Any]] = []
     stuck: str | None = None
     try:
         b.start()
@@ -326,8 +366,9 @@ def measure(system: str, faults: int, ttl: int) -> dict[str, Any]:
         with RoleChecker(b.cluster) as roles, Writer(b.port).running() as writer:
             try:
                 wait("writes through HAProxy", lambda: len(writer.acked) > 50, 60)
-                stuck = _faults(system, b, writer, faults, times)
+                stuck = _faults(system, b, writer, faults, times, per_fault)
                 last = b.settled() if stuck else wait("a settled group", b.settled, SETTLE)
+                wal = _wal_bytes(b, last)
             finally:
                 # The roles' checker must not raise before the writer has stopped.
                 double = list(roles.double)
@@ -340,19 +381,42 @@ def measure(system: str, faults: int, ttl: int) -> dict[str, Any]:
             "acked": len(writer.acked),
             "double": double,
             "rounds": roles.rounds,
-            "ttl": ttl,
+            "ttl": setup.ttl,
             "stuck": stuck,
+            "per_fault": per_fault,
+            "wal_per_write": round(wal / len(writer.acked), 1) if wal and writer.acked else None,
+            "synchronous": setup.synchronous,
+            "max_lag": setup.max_lag,
         }
     finally:
         b.stop()
 
 
+def _wal_bytes(b: Bench, primary: str | None) -> int | None:
+    """WAL the whole run wrote, as the last primary counts it."""
+    if primary is None:
+        return None
+    try:
+        with b.cluster.connect(primary) as conn:
+            row = conn.execute("select pg_current_wal_lsn() - '0/0'").fetchone()
+    except Exception:
+        return None
+    return int(row[0]) if row else None
+
+
 def _faults(
-    system: str, b: Bench, writer: Writer, faults: int, times: dict[str, list[float]]
+    system: str,
+    b: Bench,
+    writer: Writer,
+    faults: int,
+    times: dict[str, list[float]],
+    per_fault: list[dict[str, Any]],
 ) -> str | None:
+    kinds = list(times)
+    missing: set[int] = set()
     for i in range(faults):
-        for kind in KINDS:
-            n = i * len(KINDS) + KINDS.index(kind) + 1
+        for kind in kinds:
+            n = i * len(kinds) + kinds.index(kind) + 1
             try:
                 old = wait("a settled group", b.steady(), SETTLE)
             except BenchmarkError as exc:
@@ -364,22 +428,43 @@ def _faults(
                 times[kind].append(first - at)
                 # A killed server restarted at once may hold the most WAL and rightly be
                 # primary again: any primary will do.
-                wait("a primary", b.primary, 60)
+                new = wait("a primary", b.primary, 60)
+                acked = list(writer.acked)
+                lost = {x for x in acked if x not in b.cluster.rows(new)} - missing
             except BenchmarkError as exc:
                 return f"fault {n} ({kind} on {old}): {exc}"
             finally:
                 undo()
+            missing |= lost
+            steps = b.steps(new) if new != old else None
+            per_fault.append(
+                {"kind": kind, "on": old, "to": new, "s": round(first - at, 3),
+                 "lost": len(lost), "steps": steps}
+            )  # fmt: skip
             print(
                 f"  {system} fault {n}: {kind} on {old}: writable again after "
-                f"{times[kind][-1]:.2f} s",
+                f"{times[kind][-1]:.2f} s on {new}, {len(lost)} acknowledged writes lost"
+                + (f"; steps {steps}" if steps else ""),
                 file=sys.stderr,
             )
     return None
 
 
+def _step_medians(per_fault: list[dict[str, Any]], kind: str) -> dict[str, float]:
+    """p50 of each handover step over the faults of `kind` that changed the primary."""
+    steps = [f["steps"] for f in per_fault if f["kind"] == kind and f["steps"]]
+    return {s: round(percentile([x.get(s, 0.0) for x in steps], 50), 3) for s in STEPS if steps}
+
+
 def _summary(r: dict[str, Any]) -> dict[str, Any]:
     faults = sum(len(v) for v in r["times"].values())
+    lost_per_fault = [f["lost"] for f in r["per_fault"]]
     return {
+        "synchronous": r["synchronous"],
+        "max_lag": r["max_lag"],
+        "wal_per_write": r["wal_per_write"],
+        "lost_per_fault_max": max(lost_per_fault, default=0),
+        "handover_steps_p50": {k: _step_medians(r["per_fault"], k) for k in r["times"]},
         "faults": faults,
         "stuck": r["stuck"],
         "acked": r["acked"],
@@ -396,8 +481,9 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
 
 def report(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     systems = list(results)
+    kinds = list(next(iter(results.values()))["times"])
     rows = []
-    for kind in KINDS:
+    for kind in kinds:
         row = [kind]
         for s in systems:
             values = results[s]["times"][kind]
@@ -420,10 +506,20 @@ def report(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             f"{m['double_writable']} of {m['role_rounds']} role rounds with two writable servers"
             + (f"; stuck {m['stuck']}" if m["stuck"] else "")
         )
+        if not m["synchronous"]:
+            per = m["wal_per_write"]
+            bound = f"{m['max_lag'] / per:.0f} writes" if per else "unknown"
+            print(
+                f"  asynchronous, max_lag {m['max_lag']} bytes (about {bound} at {per} WAL "
+                f"bytes per write): at most {m['lost_per_fault_max']} lost in one fault"
+            )
+        for kind, medians in m["handover_steps_p50"].items():
+            if medians:
+                print(f"  {kind}: handover steps p50 {medians}")
     h = summaries.get("hadeck")
     ok = (
         h is not None
-        and h["lost"] == 0
+        and (h["lost"] == 0 or not h["synchronous"])
         and not h["double_writable"]
         and not h["stuck"]
         and h["faults"] >= 50
@@ -431,7 +527,7 @@ def report(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if h is not None and "patroni" in summaries:
         p = summaries["patroni"]
         faster = all(
-            h["writable_again_s"][k]["p50"] <= p["writable_again_s"][k]["p50"] for k in KINDS
+            h["writable_again_s"][k]["p50"] <= p["writable_again_s"][k]["p50"] for k in kinds
         )
         print(f"\nhadeck <= Patroni on p50 time for every fault kind: {faster}")
         ok = ok and faster and (p["lost"] is None or h["lost"] <= p["lost"])
@@ -456,12 +552,30 @@ def main() -> int:
         default=20,
         help="lease ttl, seconds, for every system (Patroni's etcd3 client takes no less than 20)",
     )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"comma-separated, of: {', '.join(KINDS)}"
+    )
+    parser.add_argument("--replication", choices=["sync", "async"], default="sync")
+    parser.add_argument(
+        "--max-lag",
+        type=int,
+        default=None,
+        help="bytes a standby may lag and be promoted (async; default 1 MiB)",
+    )
     args = parser.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if unknown := [s for s in systems if s not in SYSTEMS]:
         parser.error(f"unknown system {unknown[0]!r} (hadeck, patroni)")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if not kinds or any(k not in KINDS for k in kinds):
+        parser.error(f"--kinds: give some of {', '.join(KINDS)}, not {args.kinds!r}")
+    synchronous = args.replication == "sync"
+    if not synchronous and systems != ["hadeck"]:
+        parser.error("--replication async measures hadeck only: --systems hadeck")
+    max_lag = args.max_lag if args.max_lag is not None else (0 if synchronous else 1 << 20)
+    setup = Setup(args.ttl, kinds, synchronous, max_lag)
     return run_benchmark(
-        "postgresql", lambda: {s: measure(s, args.faults, args.ttl) for s in systems}, report
+        "postgresql", lambda: {s: measure(s, args.faults, setup) for s in systems}, report
     )
 
 

@@ -194,6 +194,8 @@ def check_address(value: str) -> str:
         raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {value!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:  # `fd00::5:9441`: the address fd00::5 port 9441, or fd00::5:9441?
+        raise ValueError(f"write an IPv6 address in brackets, [ADDRESS]:PORT, got {value!r}")
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -18,6 +18,7 @@ from agent.api.base import NAME
 from agent.api.errors import ApiError
 from agent.api.problems import problem
 from agent.config import AgentConfig
+from agent.failover.failsafe import Refused
 from agent.failover.lease import LeaseStoreError
 from agent.failover.member import GroupMember
 from agent.failover.operations import GroupOperations, handover_record
@@ -81,6 +82,9 @@ def routing_router(agent: GroupsView) -> APIRouter:
     return r
 
 
+MEMBER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
 def failsafe_router(agent: GroupsView) -> APIRouter:
     """Heartbeats of a primary cut off from the lease store (agent/failover/failsafe.py)."""
     r = APIRouter()
@@ -88,21 +92,30 @@ def failsafe_router(agent: GroupsView) -> APIRouter:
     @r.post("/groups/{group}/failsafe", tags=["routing"], responses={401: {}, 404: {}, 409: {}})
     async def heartbeat(
         group: NAME,
-        member: Annotated[str, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")],
+        member: Annotated[str, Query(pattern=MEMBER)],
         token: Annotated[int, Query(ge=0, le=2**63 - 1)],
+        to: Annotated[str, Query(pattern=MEMBER)],
+        nonce: Annotated[str, Query(pattern=r"^[0-9a-f]{16,64}$")],
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        """200 and a promise not to take the lease for a ttl, or 409 and why not."""
+        """200 and a promise not to take the lease for a ttl, signed, or 409 and why not."""
         m = agent.groups.get(group)
         if m is None or m.failsafe_secret is None:
             return problem(404, f"no group {group!r} in failsafe mode on this host")
         if not token_matches(authorization, m.failsafe_secret):
             return problem(401, "a heartbeat needs the group's failsafe secret")
-        why = m.accept_heartbeat(member, token)
-        if why is not None:
-            return problem(409, why)
+        try:
+            signed = await m.accept_heartbeat(member, token, to, nonce)
+        except Refused as exc:
+            return problem(409, str(exc))
         return JSONResponse(
-            {"group": group, "member": m.member, "accepted": True, "promise": m.cfg.ttl}
+            {
+                "group": group,
+                "member": m.member,
+                "accepted": True,
+                "promise": m.cfg.ttl,
+                "proof": signed,
+            }
         )
 
     return r

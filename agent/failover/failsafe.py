@@ -29,8 +29,13 @@ member that was never in the topology starts and reaches it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
-from dataclasses import dataclass
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,6 +77,10 @@ class Promise:
         return max(0.0, self.until - clock.now())
 
 
+class Refused(Exception):
+    """A heartbeat this member does not acknowledge; the message says why."""
+
+
 def refusal(
     *,
     member: str,
@@ -96,46 +105,109 @@ def refusal(
     return None
 
 
+def proof(secret: str, group: str, member: str, sender: str, token: int, nonce: str) -> str:
+    """What an accepting member signs: the primary counts an acknowledgement only from the
+    member it asked, for its own heartbeat (a copied address, or someone in the middle of
+    plain HTTP, cannot answer for another member)."""
+    text = "\n".join((group, member, sender, str(token), nonce))
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
 class Heartbeats:
     """The primary's half: one round of heartbeats to every other member, in parallel,
     each bounded by `timeout`."""
 
     def __init__(self, group: str, member: str, secret: str, timeout: float) -> None:
         self.group, self.member, self.timeout = group, member, timeout
+        self._secret = secret
         self._headers = {"Authorization": f"Bearer {secret}"}
         self._client: httpx.AsyncClient | None = None
 
     async def round(self, peers: dict[str, str | None], token: int) -> dict[str, str | None]:
         """Each peer's refusal in words, or None where it accepted."""
         names = sorted(peers)
-        answers = await asyncio.gather(*(self._ask(peers[n], token) for n in names))
+        answers = await asyncio.gather(*(self._ask(n, peers[n], token) for n in names))
         return dict(zip(names, answers, strict=True))
 
-    async def _ask(self, address: str | None, token: int) -> str | None:
+    async def _ask(self, name: str, address: str | None, token: int) -> str | None:
         if address is None:
             return "it published no address"
-        if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False, headers=self._headers)
-        url = f"http://{address}/groups/{self.group}/failsafe"
+        nonce = secrets.token_hex(16)
         try:
+            if self._client is None:
+                self._client = httpx.AsyncClient(trust_env=False, headers=self._headers)
             r = await asyncio.wait_for(
                 self._client.post(
-                    url,
-                    params={"member": self.member, "token": str(token)},
+                    f"http://{address}/groups/{self.group}/failsafe",
+                    params={"member": self.member, "token": str(token), "to": name, "nonce": nonce},
                     timeout=self.timeout,
                 ),
                 self.timeout,
             )
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever a peer or its address does: no acknowledgement
             return f"no answer from {address} ({type(exc).__name__})"
-        if r.status_code == 200:
-            return None
-        return f"HTTP {r.status_code}: {_detail(r)}"
+        if r.status_code != 200:
+            return f"HTTP {r.status_code}: {_detail(r)}"
+        try:
+            body: Any = r.json()
+        except ValueError:
+            body = None
+        signed = body.get("proof") if isinstance(body, dict) else None
+        expected = proof(self._secret, self.group, name, self.member, token, nonce)
+        if not isinstance(signed, str) or not hmac.compare_digest(signed, expected):
+            return f"an answer from {address} that {name} did not sign"
+        return None
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class PromiseFile:
+    """A standby's promise outlives a restart of its agent: kept in
+    `<state_dir>/failsafe-<group>.json` (written whole, fsynced) with the boot it was made
+    in. An agent that starts within a promise its predecessor gave keeps it; one that
+    finds a promise from an earlier boot, or a file it cannot read, cannot tell how long
+    ago it was given and keeps it for a whole ttl from its start."""
+
+    def __init__(self, path: Path, ttl: float) -> None:
+        self.path, self.ttl = path, ttl
+        self._lock = asyncio.Lock()
+
+    def load(self) -> Promise | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            holder, token, until = str(data["holder"]), int(data["token"]), float(data["until"])
+            boot = str(data["boot"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return Promise("a promise this agent cannot read back", -1, clock.now() + self.ttl)
+        if boot != clock.boot_id():
+            return Promise(holder, token, clock.now() + self.ttl)
+        return Promise(holder, token, until) if until > clock.now() else None
+
+    async def save(self, promise: Promise) -> None:
+        """Raises OSError when the disk refuses it (full, read-only)."""
+        async with self._lock:
+            await asyncio.to_thread(self._write, promise)
+
+    def _write(self, promise: Promise) -> None:
+        text = json.dumps({**asdict(promise), "boot": clock.boot_id()})
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _detail(r: httpx.Response) -> str:

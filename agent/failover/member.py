@@ -185,7 +185,13 @@ class GroupMember:
         )
         self.failsafe_secret = failsafe_secret if self.heartbeats is not None else None
         self.topology: dict[str, str | None] | None = None
-        self.promise: failsafe.Promise | None = None
+        self.promises = (
+            failsafe.PromiseFile((state_dir or Path(".")) / f"failsafe-{group}.json", cfg.ttl)
+            if self.heartbeats is not None
+            else None
+        )
+        #: The promise this member gave (one its previous run gave is kept: PromiseFile).
+        self.promise: failsafe.Promise | None = self.promises.load() if self.promises else None
         self.failsafe_since: float | None = None
         self._failsafe_refused: str | None = None
         #: An acquisition is in flight: a heartbeat arriving now is refused.
@@ -365,17 +371,20 @@ class GroupMember:
             await self._read_topology()
 
     async def _read_topology(self) -> None:
-        """The primary writes the members it sees (when that changes); the others read it."""
-        if self.role in (Role.PRIMARY, Role.PROMOTING):
-            seen = {m.member: m.address for m in self.members}
-            seen[self.member] = self.cfg.address
-            if seen != self.topology:
-                await self.store.set_flag(self.group, failsafe.FLAG, failsafe.encode_topology(seen))
-                self.topology = seen
+        """The primary writes the members it sees whenever the store holds anything else;
+        the others read it. Until a write is known to have landed, the primary asks every
+        member of the old, the stored and the new topology: asking too many is safe, a
+        member the store lists and the primary never asks could take the key."""
+        stored = failsafe.parse_topology(await self.store.get_flag(self.group, failsafe.FLAG))
+        if self.role not in (Role.PRIMARY, Role.PROMOTING):
+            self.topology = stored
             return
-        self.topology = failsafe.parse_topology(
-            await self.store.get_flag(self.group, failsafe.FLAG)
-        )
+        seen = {m.member: m.address for m in self.members}
+        seen[self.member] = self.cfg.address
+        if stored != seen:
+            self.topology = {**(self.topology or {}), **(stored or {}), **seen}
+            await self.store.set_flag(self.group, failsafe.FLAG, failsafe.encode_topology(seen))
+        self.topology = seen
 
     def _record(self) -> MemberRecord:
         h = self.health()
@@ -390,8 +399,10 @@ class GroupMember:
             updated_at=time.time(),
         )
 
-    def _failsafe_gate(self) -> str | None:
-        """Why failsafe mode forbids this member to take the key now, forced or not."""
+    def _failsafe_gate(self, forced: bool = False) -> str | None:
+        """Why failsafe mode forbids this member to take the key now. A promise binds even
+        a forced failover; being outside the topology does not bind one (an operator's way
+        out when every member of the topology is gone)."""
         if self.cfg.failsafe is None:
             return None
         if self.promise is not None and (left := self.promise.left()) > 0:
@@ -399,8 +410,11 @@ class GroupMember:
                 f"promised {self.promise.holder} (failsafe mode) not to take the lease "
                 f"for {left:.1f}s more"
             )
-        if self.topology is not None and self.member not in self.topology:
-            return "not in the failsafe topology the last primary wrote"
+        if not forced and self.topology is not None and self.member not in self.topology:
+            return (
+                "not in the failsafe topology the last primary wrote (a forced failover to "
+                "this member overrides it)"
+            )
         return None
 
     def failsafe_state(self) -> str | None:
@@ -421,9 +435,13 @@ class GroupMember:
             )
         return self._failsafe_gate()
 
-    def accept_heartbeat(self, sender: str, token: int) -> str | None:
+    async def accept_heartbeat(self, sender: str, token: int, to: str, nonce: str) -> str:
         """A primary cut off from the store asks this member to let it keep its role (the
-        public listener's POST /groups/<g>/failsafe): None and a promise, or why not."""
+        public listener's POST /groups/<g>/failsafe). Raises Refused with why not; else the
+        promise is made (in memory at once, then on disk) and the signed acknowledgement
+        returned."""
+        if to != self.member:
+            raise failsafe.Refused(f"this is {self.member}, not {to}")
         why = failsafe.refusal(
             member=self.member,
             sender=sender,
@@ -434,7 +452,8 @@ class GroupMember:
             leader=self.known_leader,
         )
         if why is not None:
-            return why
+            raise failsafe.Refused(why)
+        assert self.failsafe_secret is not None and self.promises is not None
         promise = failsafe.Promise(sender, token, clock.now() + self.cfg.ttl)
         old = self.promise
         if old is None or old.left() == 0 or (old.holder, old.token) != (sender, token):
@@ -447,8 +466,14 @@ class GroupMember:
                 service=self.cfg.service,
                 evidence={"group": self.group, "holder": sender, "token": token},
             )
+        # Binding from here on, whatever the disk does: nothing is awaited before this.
         self.promise = promise
-        return None
+        try:
+            await self.promises.save(promise)
+        except OSError as exc:
+            # Kept by this process, but a restart would forget it: not acknowledged.
+            raise failsafe.Refused(f"{self.member} cannot record its promise: {exc}") from None
+        return failsafe.proof(self.failsafe_secret, self.group, self.member, sender, token, nonce)
 
     def _ineligible(self, h: ServiceHealth) -> str | None:
         if not h.up:
@@ -517,21 +542,29 @@ class GroupMember:
             else None
         )
         try:
-            renewed = await self.store.renew(self.lease, self.cfg.ttl)
-        except LeaseStoreError as exc:
-            self.renew_failures += 1
-            self.metrics.renew_failures.labels(self.group).inc()
-            self._store_failed(exc)
-            if heartbeat:
-                await (beside or self._failsafe_round(started))
-            return  # still valid until the deadline; the loop wakes there
-        if beside is not None:
-            beside.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beside
+            try:
+                renewed = await self.store.renew(self.lease, self.cfg.ttl)
+            except LeaseStoreError as exc:
+                self.renew_failures += 1
+                self.metrics.renew_failures.labels(self.group).inc()
+                self._store_failed(exc)
+                if heartbeat:
+                    await (beside or self._failsafe_round(started))
+                return  # still valid until the deadline; the loop wakes there
+            if not renewed and self.failsafe_since is not None:
+                # The lease ran out while failsafe mode held the role: the round beside
+                # this renewal still counts, then the key is taken again if nobody holds it.
+                if beside is not None:
+                    await beside
+                if await self._take_back(started):
+                    return
+        finally:
+            # A round never outlives its step (a stop, a renewal that succeeded).
+            if beside is not None and not beside.done():
+                beside.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beside
         self._store_ok()
-        if not renewed and self.failsafe_since is not None and await self._take_back(started):
-            return
         if not renewed:
             await self._demote(
                 "the lease is gone or belongs to another acquisition",
@@ -564,12 +597,8 @@ class GroupMember:
             await self._promotion_progress()
             return
         h = self.health()
-        if (
-            not self.paused
-            and not h.up
-            and h.down_since is not None
-            and (time.time() - h.down_since >= self.failover_after or h.recovery == "gave_up")
-        ):
+        if self._service_failed(h):
+            assert h.down_since is not None
             await self._demote(
                 f"service {self.cfg.service} is down on the primary: {h.detail}",
                 {
@@ -608,14 +637,35 @@ class GroupMember:
                 release=True,
             )
 
+    def _service_failed(self, h: ServiceHealth) -> bool:
+        """The primary's service is down long enough to hand over (or its recovery gave
+        up): the fast path, and no failsafe mode for it either."""
+        return (
+            not self.paused
+            and not h.up
+            and h.down_since is not None
+            and (time.time() - h.down_since >= self.failover_after or h.recovery == "gave_up")
+        )
+
     async def _failsafe_round(self, started: float) -> None:
         """The store did not answer the renewal started at `started`: ask every other member
         of the topology to let this primary go on (failsafe.py). All accept: valid until
         `started + ttl - safety`, which every promise outlasts. Any refusal: the deadline
-        stays, and the loop steps down there."""
+        stays, and the loop steps down there. Never raises: a bug is a refusal."""
+        try:
+            await self._round(started)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("group %s: failsafe round failed", self.group)
+
+    async def _round(self, started: float) -> None:
         assert self.heartbeats is not None and self.lease is not None
         topology = self.topology
-        if topology is None or self.member not in topology:
+        h = self.health()
+        if self._service_failed(h):
+            refused = {"": f"service {self.cfg.service} is down on this primary: {h.detail}"}
+        elif topology is None or self.member not in topology:
             refused = {"": "no failsafe topology was written while the store answered"}
         else:
             peers = {m: a for m, a in topology.items() if m != self.member}
@@ -658,22 +708,50 @@ class GroupMember:
 
     async def _take_back(self, started: float) -> bool:
         """Back in touch after failsafe mode, this primary's lease had run out: take the key
-        again (every member promised not to). False when another acquisition holds it."""
+        again (every member promised not to) while its own deadline still holds. False when
+        that deadline has passed or another acquisition holds the key: it steps down."""
+        if clock.now() >= self.valid_until:
+            return False
         try:
             lease = await self.store.acquire(self.group, self.member, self.cfg.ttl)
         except LeaseStoreError as exc:
             self._store_failed(exc)
-            return True  # still valid until the deadline; the loop tries again
+            return True  # still valid until the deadline; the next round and renewal go on
+        if lease is not None and clock.now() >= self.valid_until:
+            with contextlib.suppress(LeaseStoreError):  # taken past the deadline: give it up
+                await self.store.release(lease)
+            return False
         if lease is None:
             return False
+        self._store_ok()
         old, self.lease = self.lease, lease
         self.valid_until = started + self.cfg.ttl - self.safety
         if self.fencing is not None:
             self.fencing.hold(self.valid_until, started + self.cfg.ttl)
-        self._failsafe_ended(
+        was = old.token if old else None
+        how = (
             f"the lease store answers again; the lease had run out and was taken again "
-            f"(token {old.token if old else '?'} -> {lease.token})"
+            f"(token {was} -> {lease.token}; the service keeps the token its promote hook got)"
         )
+        self._failsafe_ended(how)
+        entry = Handover(
+            group=self.group,
+            at=time.time(),
+            from_member=self.member,
+            to_member=self.member,
+            token=lease.token,
+            kind="failsafe",
+            reason=how,
+            actor=ACTOR,
+            steps={},
+        )
+        self.last_handover = entry
+        try:
+            # As after any acquisition: an older release must not vouch for this key.
+            await self.store.set_flag(self.group, "released", None)
+            await self.store.add_history(entry)
+        except LeaseStoreError as exc:
+            self._store_failed(exc)
         return True
 
     def _failsafe_ended(self, how: str) -> None:
@@ -756,8 +834,8 @@ class GroupMember:
             except LeaseStoreError as exc:
                 self._store_failed(exc)
                 return
-        if self._failsafe_gate() is not None:
-            return  # forced or not; checked with nothing awaited before the flag below
+        if self._failsafe_gate(forced) is not None:
+            return  # a promise binds a forced one too; nothing is awaited before the flag
         started = clock.now()
         self._acquiring = True
         try:

@@ -60,6 +60,10 @@ def failsafe_secrets(cfg: AgentConfig) -> dict[str, str]:
         if len(secret) < MIN_SECRET:
             problems.append(f"{where}: shorter than {MIN_SECRET} characters")
             continue
+        if not (secret.isascii() and secret.isprintable()) or any(c.isspace() for c in secret):
+            # It travels in an HTTP header.
+            problems.append(f"{where}: only printable ASCII characters, without white space")
+            continue
         secrets[name] = secret
     if problems:
         raise ReloadError(problems)

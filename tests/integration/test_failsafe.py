@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.failover.failsafe import proof
 from tests.support.etcd import EtcdServer
 from tests.support.groups import GROUP, Member, SplitBrainChecker, Start, new_primary, one_primary
 from tests.support.proxy import BlackHoleProxy
@@ -48,6 +49,7 @@ def failsafe_group(
     secret: Path,
     proxies: Callable[[], BlackHoleProxy],
     n: int = 3,
+    **kw: Any,
 ) -> tuple[list[Member], list[BlackHoleProxy], list[BlackHoleProxy]]:
     """Members in failsafe mode, each with its own path to etcd and its own address."""
     store = [proxies() for _ in range(n)]
@@ -64,6 +66,7 @@ def failsafe_group(
             for s, a in zip(store, api, strict=True)
         ],
         failsafe=secret,
+        **kw,
     )
     for a, m in zip(api, members, strict=True):
         a.upstream_port = m.agent.public_port
@@ -181,6 +184,43 @@ def test_failsafe_under_a_partition_holds_only_while_every_member_acknowledges(
 
 
 @pytest.mark.parametrize("store", ["etcd"], indirect=True)
+def test_a_standby_restarted_during_failsafe_keeps_the_promise_its_last_run_gave(
+    group: Start, etcd: EtcdServer, secret: Path, proxies: Callable[[], BlackHoleProxy]
+) -> None:
+    """The standby that acknowledged the cut-off primary restarts while the key is still in
+    etcd, and the primary can no longer reach it. The key expires while the primary's
+    deadline (from the standby's last acknowledgement) still runs: a standby that forgot
+    its promise would take the key at once, beside the primary. loop_wait 1 s, so that
+    a standby on etcd may take an expired key at once (docs/failover.md)."""
+    ttl = 10.0
+    members, store, api = failsafe_group(
+        group, etcd, secret, proxies, n=2, ttl="10s", loop_wait="1s"
+    )
+    with SplitBrainChecker(members):
+        first = wait_for(lambda: one_primary(members), 20, "a primary")
+        (second,) = [m for m in members if m is not first]
+        ready(first, [second])
+        cut = time.monotonic()
+        store[members.index(first)].cut()
+        first.agent.wait_event("group_failsafe_active", 10)
+        # A few acknowledged rounds, then the standby restarts out of the primary's reach.
+        wait_for(lambda: time.monotonic() - cut > 3.5, 10, "three rounds")
+        api[members.index(second)].cut()
+        second.agent.stop()
+        second.agent.start()
+        # Back while the key is still there (the case the promise file is for).
+        wait_for(lambda: second.status()["leader"] == first.name, 4, "the key seen again")
+        assert "promised" in (second.status()["failsafe"] or ""), second.status()["failsafe"]
+        demoted = first.agent.wait_event("group_demoted", 3 * ttl)
+        successor = new_primary(members, first, 3 * ttl)
+        assert successor is second
+        won = second.agent.wait_event("group_promoted")
+        assert won["ts"] >= demoted["ts"], (won["ts"], demoted["ts"])
+        api[members.index(second)].heal()
+        store[members.index(first)].heal()
+
+
+@pytest.mark.parametrize("store", ["etcd"], indirect=True)
 def test_a_heartbeat_needs_the_secret_and_is_refused_against_the_store(
     group: Start, etcd: EtcdServer, secret: Path, proxies: Callable[[], BlackHoleProxy]
 ) -> None:
@@ -192,8 +232,11 @@ def test_a_heartbeat_needs_the_secret_and_is_refused_against_the_store(
     url = f"{other.agent.public_url}/groups/{GROUP}/failsafe"
     auth = {"Authorization": f"Bearer {secret.read_text().strip()}"}
 
+    nonce = "0123456789abcdef0123456789abcdef"
+
     def post(params: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.post(url, params=params, headers=headers or {}, timeout=5, trust_env=False)
+        full = {"to": other.name, "nonce": nonce, **params}
+        return httpx.post(url, params=full, headers=headers or {}, timeout=5, trust_env=False)
 
     ok = {"member": first.name, "token": token}
     assert post(ok).status_code == 401
@@ -204,10 +247,12 @@ def test_a_heartbeat_needs_the_secret_and_is_refused_against_the_store(
     assert r.status_code == 409, r.text
     r = post({"member": "../x", "token": token}, auth)
     assert r.status_code == 422, r.text
+    r = post({**ok, "to": first.name}, auth)  # meant for another member (a copied address)
+    assert r.status_code == 409 and f"this is {other.name}" in r.json()["error"], r.text
     # The primary refuses any heartbeat: it holds the lease itself.
     r = httpx.post(
         f"{first.agent.public_url}/groups/{GROUP}/failsafe",
-        params={"member": other.name, "token": token},
+        params={"member": other.name, "token": token, "to": first.name, "nonce": nonce},
         headers=auth,
         timeout=5,
         trust_env=False,
@@ -215,6 +260,8 @@ def test_a_heartbeat_needs_the_secret_and_is_refused_against_the_store(
     assert r.status_code == 409 and "holds" in r.json()["error"], r.text
     r = post(ok, auth)
     assert r.status_code == 200 and r.json()["accepted"] is True, r.text
+    signed = proof(secret.read_text().strip(), GROUP, other.name, first.name, token, nonce)
+    assert r.json()["proof"] == signed
     assert "promised" in (other.status()["failsafe"] or "")
     promised = other.agent.wait_event("group_failsafe_promised")["evidence"]
     assert (promised["holder"], promised["token"]) == (first.name, token)

@@ -560,6 +560,8 @@ BREAKING = [
     ("probes:\n  c: {kind: command, command: ['']}\n", "probes.c.command: the program ''"),
     ("runbooks:\n  r: {steps: [{command: [' x']}]}\n", "runbooks.r.steps.0.command: the program"),
     ("api: {listen: '::1:9441'}\n", "api.listen: write an IPv6 address in brackets"),
+    # Where failsafe heartbeats go: an unbracketed IPv6 address was no URL to the client.
+    (group(", address: 'fd00::5:9441'"), "groups.pg.address: write an IPv6 address in brackets"),
 ]
 
 

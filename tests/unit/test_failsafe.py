@@ -3,12 +3,21 @@ topology flag may hold, and the secret an agent refuses to start without."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from agent import clock
 from agent.config import validate
-from agent.failover.failsafe import encode_topology, parse_topology, refusal
+from agent.failover.failsafe import (
+    Promise,
+    PromiseFile,
+    encode_topology,
+    parse_topology,
+    proof,
+    refusal,
+)
 from agent.failover.lease import Leader
 from agent.failover.subsystem import failsafe_secrets
 from agent.subsystem import ReloadError
@@ -70,8 +79,55 @@ def config(tmp_path: Path, secret: str | None) -> object:
 
 def test_an_agent_reads_each_groups_secret_at_start_or_names_the_field(tmp_path: Path) -> None:
     assert failsafe_secrets(config(tmp_path, "s" * 24)) == {"pg": "s" * 24}  # type: ignore[arg-type]
-    for secret, why in ((None, "cannot read it"), ("short", "shorter than 16 characters")):
+    for secret, why in (
+        (None, "cannot read it"),
+        ("short", "shorter than 16 characters"),
+        ("s" * 20 + " s", "only printable ASCII"),
+        ("s" * 20 + "é", "only printable ASCII"),
+    ):
         with pytest.raises(ReloadError) as err:
-            failsafe_secrets(config(tmp_path / (secret or "none"), secret))  # type: ignore[arg-type]
+            where = tmp_path / str(abs(hash(secret)))
+            failsafe_secrets(config(where, secret))  # type: ignore[arg-type]
         (problem,) = err.value.problems
         assert problem.startswith("groups.pg.failsafe.secret: " + why), problem
+
+
+def test_a_promise_outlives_a_restart_within_the_same_boot(tmp_path: Path) -> None:
+    f = PromiseFile(tmp_path / "failsafe-pg.json", ttl=10.0)
+    assert f.load() is None  # none given yet
+    given = Promise("m1", 7, clock.now() + 5.0)
+    asyncio.run(f.save(given))
+    assert PromiseFile(f.path, 10.0).load() == given
+    asyncio.run(f.save(Promise("m1", 7, clock.now() - 1.0)))
+    assert f.load() is None  # it ran out before this start
+
+
+def test_a_promise_from_another_boot_or_unreadable_binds_a_whole_ttl_from_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = PromiseFile(tmp_path / "failsafe-pg.json", ttl=10.0)
+    asyncio.run(f.save(Promise("m1", 7, clock.now() + 1.0)))
+    monkeypatch.setattr(clock, "boot_id", lambda: "another-boot")
+    after = f.load()
+    assert after is not None and after.holder == "m1" and after.left() > 9.0
+    f.path.write_text("{not json")
+    unreadable = f.load()
+    assert unreadable is not None and unreadable.left() > 9.0
+
+
+def test_a_promise_the_disk_refuses_raises(tmp_path: Path) -> None:
+    f = PromiseFile(tmp_path / "missing-dir" / "failsafe-pg.json", ttl=10.0)
+    with pytest.raises(OSError):
+        asyncio.run(f.save(Promise("m1", 7, clock.now() + 5.0)))
+
+
+def test_an_acknowledgement_is_signed_for_one_member_one_heartbeat() -> None:
+    signed = proof("s" * 24, "pg", "m2", "m1", 7, "ab" * 8)
+    assert signed == proof("s" * 24, "pg", "m2", "m1", 7, "ab" * 8)
+    for other in (
+        proof("s" * 24, "pg", "m3", "m1", 7, "ab" * 8),  # another member
+        proof("s" * 24, "pg", "m2", "m1", 8, "ab" * 8),  # another lease
+        proof("s" * 24, "pg", "m2", "m1", 7, "cd" * 8),  # another round
+        proof("t" * 24, "pg", "m2", "m1", 7, "ab" * 8),  # another secret
+    ):
+        assert other != signed
