@@ -92,7 +92,10 @@ def test_a_primary_that_steps_down_is_not_fenced(group: Start) -> None:
         assert one_primary(members) is second
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+# etcd: on SQLite, a primary frozen inside one of its store transactions holds the file's
+# write lock until it runs again, and nobody can take over meanwhile (docs/failover.md);
+# under coverage that froze this test's group once. The watchdog does not depend on it.
+@pytest.mark.parametrize("store", ["etcd"], indirect=True)
 def test_the_watchdog_is_kicked_while_the_lease_holds_and_fires_when_fencing_fails(
     group: Start, tmp_path: Path, store: dict[str, Any]
 ) -> None:
