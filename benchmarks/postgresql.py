@@ -48,12 +48,14 @@ freezes Patroni, kill-host kills Patroni and its server.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,10 +104,51 @@ class Setup:
     max_lag: int = 0
 
 
+class KeyWatch:
+    """The system's leader key in etcd, read every 50 ms (directly, not through a member's
+    proxy): when, after a fault, the old holder's key was gone (expired, released or
+    replaced), which tells the lease's share of the time to writable again from what came
+    after it (promotion, HAProxy's check, a synchronous standby following)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self._key = base64.b64encode(key.encode()).decode()
+        self._client = httpx.Client(base_url=url, timeout=0.5, trust_env=False)
+        self.seen: list[tuple[float, int | None]] = []  # (monotonic, create_revision)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                kvs = self._client.post("/v3/kv/range", json={"key": self._key}).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            kv = (kvs.get("kvs") or [None])[0]
+            rev = int(kv["create_revision"]) if kv else None
+            if not self.seen or self.seen[-1][1] != rev:
+                self.seen.append((time.monotonic(), rev))
+
+    def gone_after(self, at: float) -> float | None:
+        """Seconds from `at` until the key held at `at` was gone, if it went."""
+        held = next((rev for t, rev in reversed(self.seen) if t <= at), None)
+        if held is None:
+            return None
+        gone = next((t for t, rev in self.seen if t > at and rev != held), None)
+        return None if gone is None else round(gone - at, 3)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._client.close()
+
+
 class Bench:
     """One system's group: three servers, etcd through a proxy per member, HAProxy."""
 
     system = ""
+    #: The system's leader key in etcd.
+    leader_key = ""
 
     def __init__(self, root: Path, setup: Setup) -> None:
         self.root, self.setup, self.ttl = root, setup, setup.ttl
@@ -213,6 +256,7 @@ class HadeckBench(Bench):
     """Each server driven by its own agent through deploy/recipes/postgresql/hadeck-pg."""
 
     system = "hadeck"
+    leader_key = "/hadeck/pg/leader"
 
     def __init__(self, root: Path, setup: Setup) -> None:
         super().__init__(root, setup)
@@ -269,6 +313,7 @@ class PatroniBench(Bench):
     """Each server run by its own Patroni (benchmarks/_patroni.py)."""
 
     system = "patroni"
+    leader_key = "/service/bench/leader"
 
     def __init__(self, root: Path, setup: Setup) -> None:
         super().__init__(root, setup)
@@ -363,10 +408,15 @@ def measure(system: str, faults: int, setup: Setup) -> dict[str, Any]:
     try:
         b.start()
         wait("a settled group", b.settled, SETTLE)
-        with RoleChecker(b.cluster) as roles, Writer(b.port).running() as writer:
+        keys = KeyWatch(b.etcd.url, b.leader_key)
+        with (
+            contextlib.closing(keys),
+            RoleChecker(b.cluster) as roles,
+            Writer(b.port).running() as writer,
+        ):
             try:
                 wait("writes through HAProxy", lambda: len(writer.acked) > 50, 60)
-                stuck = _faults(system, b, writer, faults, times, per_fault)
+                stuck = _faults(system, b, writer, faults, times, per_fault, keys)
                 last = b.settled() if stuck else wait("a settled group", b.settled, SETTLE)
                 wal = _wal_bytes(b, last)
             finally:
@@ -411,6 +461,7 @@ def _faults(
     faults: int,
     times: dict[str, list[float]],
     per_fault: list[dict[str, Any]],
+    keys: KeyWatch,
 ) -> str | None:
     kinds = list(times)
     missing: set[int] = set()
@@ -430,20 +481,22 @@ def _faults(
                 # primary again: any primary will do.
                 new = wait("a primary", b.primary, 60)
                 acked = list(writer.acked)
-                lost = {x for x in acked if x not in b.cluster.rows(new)} - missing
+                lost = set(acked) - b.cluster.rows(new) - missing
             except BenchmarkError as exc:
                 return f"fault {n} ({kind} on {old}): {exc}"
             finally:
                 undo()
             missing |= lost
             steps = b.steps(new) if new != old else None
+            key_gone = keys.gone_after(at)
             per_fault.append(
                 {"kind": kind, "on": old, "to": new, "s": round(first - at, 3),
-                 "lost": len(lost), "steps": steps}
+                 "lost": len(lost), "steps": steps, "key_gone": key_gone}
             )  # fmt: skip
             print(
                 f"  {system} fault {n}: {kind} on {old}: writable again after "
                 f"{times[kind][-1]:.2f} s on {new}, {len(lost)} acknowledged writes lost"
+                + (f"; old key gone after {key_gone:.2f} s" if key_gone is not None else "")
                 + (f"; steps {steps}" if steps else ""),
                 file=sys.stderr,
             )
@@ -456,6 +509,11 @@ def _step_medians(per_fault: list[dict[str, Any]], kind: str) -> dict[str, float
     return {s: round(percentile([x.get(s, 0.0) for x in steps], 50), 3) for s in STEPS if steps}
 
 
+def _key_gone_median(per_fault: list[dict[str, Any]], kind: str) -> float | None:
+    gone = [f["key_gone"] for f in per_fault if f["kind"] == kind and f["key_gone"] is not None]
+    return round(percentile(gone, 50), 3) if gone else None
+
+
 def _summary(r: dict[str, Any]) -> dict[str, Any]:
     faults = sum(len(v) for v in r["times"].values())
     lost_per_fault = [f["lost"] for f in r["per_fault"]]
@@ -465,6 +523,7 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
         "wal_per_write": r["wal_per_write"],
         "lost_per_fault_max": max(lost_per_fault, default=0),
         "handover_steps_p50": {k: _step_medians(r["per_fault"], k) for k in r["times"]},
+        "key_gone_s_p50": {k: _key_gone_median(r["per_fault"], k) for k in r["times"]},
         "faults": faults,
         "stuck": r["stuck"],
         "acked": r["acked"],
@@ -514,8 +573,12 @@ def report(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 f"bytes per write): at most {m['lost_per_fault_max']} lost in one fault"
             )
         for kind, medians in m["handover_steps_p50"].items():
-            if medians:
-                print(f"  {kind}: handover steps p50 {medians}")
+            gone = m["key_gone_s_p50"].get(kind)
+            if medians or gone is not None:
+                print(
+                    f"  {kind}: old leader key gone after p50 {gone} s"
+                    + (f"; handover steps p50 {medians}" if medians else "")
+                )
     h = summaries.get("hadeck")
     ok = (
         h is not None
