@@ -14,13 +14,15 @@ member that does not answer, or refuses, and the primary steps down at its deadl
 before.
 
 A member refuses while it holds or is taking the key, and when the store (which it may
-still reach) shows the key held by another acquisition. A member missing from the
-topology the store holds never takes the key while failsafe mode is on, so a member the
-primary did not ask cannot promote behind its back.
+still reach) shows the key held by another acquisition. A promise is kept on disk
+(PromiseFile) before it is acknowledged, and the acknowledgement is signed (`proof`), so
+only the member asked can give it and a restart does not forget it. A member missing
+from the topology the store holds takes the key only by an operator's forced failover,
+so a member the primary did not ask cannot promote behind its back.
 
 When the store answers again, a primary in failsafe mode whose lease ran out in the
-meantime takes the key again (nobody else could have: every member promised) and goes
-on, with a new fencing token.
+meantime takes the key again while its own deadline still holds (the members promised
+not to take it, the others do not on their own) and goes on, with a new fencing token.
 
 What it does not cover: a store that lost its data (the topology with it) while a
 member that was never in the topology starts and reaches it.

@@ -403,7 +403,7 @@ class GroupMember:
         """Why failsafe mode forbids this member to take the key now. A promise binds even
         a forced failover; being outside the topology does not bind one (an operator's way
         out when every member of the topology is gone)."""
-        if self.cfg.failsafe is None:
+        if self.heartbeats is None:  # failsafe mode is off for this member
             return None
         if self.promise is not None and (left := self.promise.left()) > 0:
             return (
