@@ -203,8 +203,14 @@ def test_a_standby_restarted_during_failsafe_keeps_the_promise_its_last_run_gave
         cut = time.monotonic()
         store[members.index(first)].cut()
         first.agent.wait_event("group_failsafe_active", 10)
-        # A few acknowledged rounds, then the standby restarts out of the primary's reach.
-        wait_for(lambda: time.monotonic() - cut > 3.5, 10, "three rounds")
+        # Acknowledged rounds until the primary's deadline outlasts the key it renewed last
+        # (before the cut, so gone by cut + ttl); then the standby restarts out of its reach.
+
+        def outlasts_the_key() -> bool:
+            left = first.status()["valid_for"]
+            return left is not None and time.monotonic() + left > cut + ttl + 1.0
+
+        wait_for(outlasts_the_key, 10, f"{first.name}'s deadline past its key's expiry")
         api[members.index(second)].cut()
         second.agent.stop()
         second.agent.start()
